@@ -1,0 +1,1 @@
+"""analysis: everything computed from a model's routing (plain Python, no Streamlit)."""

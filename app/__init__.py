@@ -1,0 +1,1 @@
+"""app: the Streamlit front end and the `moe-explorer` command line."""
