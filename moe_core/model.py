@@ -137,9 +137,7 @@ def count_parameters(cfg: ModelConfig) -> dict[str, int]:
     model = build_model_meta(cfg)
     total = sum(p.numel() for p in model.parameters())
     E, K = cfg.moe.n_experts, cfg.moe.top_k
-    routed = sum(
-        sum(p.numel() for p in layer.experts.parameters()) for layer in model.moe_layers
-    )
+    routed = sum(sum(p.numel() for p in layer.experts.parameters()) for layer in model.moe_layers)
     inactive = routed * (E - K) // E
     return {"total": total, "active": total - inactive, "routed_experts": routed}
 

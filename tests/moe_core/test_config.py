@@ -50,7 +50,11 @@ def test_non_multiple_of_8_allowed_on_loop_path():
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [({"n_embd": 30, "n_head": 4}, "n_head"), ({"n_dense_layers": 9}, "n_dense_layers"), ({"vocab_size": 0}, "vocab_size")],
+    [
+        ({"n_embd": 30, "n_head": 4}, "n_head"),
+        ({"n_dense_layers": 9}, "n_dense_layers"),
+        ({"vocab_size": 0}, "vocab_size"),
+    ],
 )
 def test_invalid_model_config(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -105,7 +105,9 @@ def test_bias_update_follows_sign_rule_exactly():
 
 def test_bias_updates_once_per_optimizer_step_not_per_forward():
     torch.manual_seed(3)
-    cfg = MoEConfig(n_experts=4, top_k=2, expert_hidden=8, balance=BalanceConfig(bias_rate=0.01, bias_zero_center=False))
+    cfg = MoEConfig(
+        n_experts=4, top_k=2, expert_hidden=8, balance=BalanceConfig(bias_rate=0.01, bias_zero_center=False)
+    )
     layer = MoELayer(8, cfg).train()
     xs = [torch.randn(2, 5, 8) for _ in range(3)]
     loads = torch.zeros(4)
