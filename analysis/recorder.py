@@ -1,0 +1,334 @@
+"""Record a model's routing with forward hooks: text in, `RoutingTrace` out.
+
+`RoutingRecorder(model)` is a context manager that hooks every MoE layer (and removes the hooks on exit,
+exceptions included). Per token and MoE layer it captures, from `layer.router` (its input is the router
+input hidden state, its output a `RouterOutput`):
+- the K chosen experts (chosen on score + bias, ranked by that biased score) and their gate weights,
+- the unbiased `score` and `biased_score` of each chosen expert, and all E scores,
+- `bias_flip` per (token, layer, rank): the expert was chosen on score + bias but is not in the top-k of the
+  score alone (same group-limited routing, bias zero),
+- `entropy`: router entropy H = -sum_e p_e log p_e (nats) of the scores normalised over the E experts,
+  p_e = s_e / sum_e' s_e' (for softmax scores p = s),
+- optionally the router input x (float16, at most `max_hidden` tokens),
+and from `layer.experts` (weighted routed output r_t) and `layer.shared` (shared output h_t):
+- `shared_share` = ||h_t|| / (||h_t|| + ||r_t||), the shared expert's share of the FFN output norm
+  (0 without a shared expert or when both outputs are zero).
+Hooks only keep references/small reductions on the device; everything moves to the CPU once, at the end.
+
+`record(model, tokenizer, docs)` tokenizes with character offsets, cuts documents longer than
+`block_size` into NON-overlapping windows of `block_size` tokens (each token is routed exactly once; a
+window's first tokens see no context from the previous window, as during training on packed blocks),
+batches windows of equal length together (no padding, so no attention masks), runs the model in eval
+mode under `torch.inference_mode`, and returns the trace in document order. With `capacity_factor > 0`
+the capacity drop depends on the batch, so the shared share and later layers depend on `batch_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.trace import RoutingTrace, build_trace
+
+
+class RoutingRecorder:
+    """Forward hooks on `model.moe_layers`; use as `with RoutingRecorder(model) as rec: model(x)`, then
+    `rec.result()`. Tokens are numbered in "stream" order: the row-major (B, S) tokens of each forward, one
+    forward after another.
+
+    keep_hidden: also keep router inputs (float16) of at most `max_hidden` tokens: by default the first
+    ones; `keep_rows(idx)` before a forward picks which of its T tokens to keep instead.
+    """
+
+    def __init__(self, model: torch.nn.Module, keep_hidden: bool = False, max_hidden: int = 2000):
+        self.model = model
+        self.layers = list(model.moe_layers)
+        if not self.layers:
+            raise ValueError("the model has no MoE layers to record")
+        self.keep_hidden = keep_hidden
+        self.max_hidden = max_hidden
+        self._handles: list[Any] = []
+        n = len(self.layers)
+        self._router: list[list[tuple]] = [[] for _ in range(n)]  # per layer: (topk, weights, scores, biased)
+        self._routed_norm: list[list[torch.Tensor]] = [[] for _ in range(n)]  # per layer: (T,)
+        self._shared_norm: list[list[torch.Tensor]] = [[] for _ in range(n)]  # per layer: (T,)
+        self._hidden: list[list[torch.Tensor]] = [[] for _ in range(n)]  # per layer: (m, D) float16
+        self._hidden_rows: list[np.ndarray] = []  # stream rows of the kept inputs, per forward
+        self._next_keep: np.ndarray | None = None
+        self._sel: torch.Tensor | None = None  # this forward's kept local rows
+        self._n_stream = 0  # tokens seen so far
+        self._n_hidden = 0
+
+    # --- context manager ----------------------------------------------------------------------------
+
+    def __enter__(self) -> RoutingRecorder:
+        try:
+            for i, layer in enumerate(self.layers):
+                self._handles.append(layer.router.register_forward_hook(partial(self._on_router, i)))
+                self._handles.append(layer.experts.register_forward_hook(partial(self._on_experts, i)))
+                if layer.shared is not None:
+                    self._handles.append(layer.shared.register_forward_hook(partial(self._on_shared, i)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        self.remove()
+        return False  # never swallow the exception
+
+    def remove(self) -> None:
+        """Detach every hook (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def keep_rows(self, local_rows: Sequence[int] | np.ndarray) -> None:
+        """Keep the router inputs of these token indices (0..T-1) of the NEXT forward (within the cap)."""
+        self._next_keep = np.asarray(local_rows, dtype=np.int64)
+
+    # --- hooks --------------------------------------------------------------------------------------
+
+    def _on_router(self, i: int, module, args, out) -> None:
+        x_TD = args[0]
+        T = x_TD.shape[0]
+        if i == 0:  # a new forward starts at the first MoE layer
+            self._start_forward(T, x_TD.device)
+        self._router[i].append((out.topk_idx_TK, out.weights_TK, out.scores_TE, out.biased_TE))
+        if self._sel is not None:
+            self._hidden[i].append(x_TD.index_select(0, self._sel).to(torch.float16))
+        if self.layers[i].shared is None:
+            self._shared_norm[i].append(torch.zeros(T, device=x_TD.device))
+
+    def _on_experts(self, i: int, module, args, out_TD) -> None:
+        self._routed_norm[i].append(torch.linalg.vector_norm(out_TD.float(), dim=-1))  # (T,)
+
+    def _on_shared(self, i: int, module, args, out_TD) -> None:
+        self._shared_norm[i].append(torch.linalg.vector_norm(out_TD.float(), dim=-1))  # (T,)
+
+    def _start_forward(self, T: int, device: torch.device) -> None:
+        self._sel = None
+        room = self.max_hidden - self._n_hidden
+        if self.keep_hidden and room > 0:
+            rows = np.arange(T) if self._next_keep is None else self._next_keep
+            rows = rows[(rows >= 0) & (rows < T)][:room]
+            if len(rows):
+                self._sel = torch.as_tensor(rows, device=device)
+                self._hidden_rows.append(rows + self._n_stream)
+                self._n_hidden += len(rows)
+        self._next_keep = None
+        self._n_stream += T
+
+    # --- result -------------------------------------------------------------------------------------
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Everything captured so far, stacked over layers, on the CPU (n = tokens in stream order):
+        experts (n, L, K) int64, weights/scores_k/biased_k (n, L, K) float32, flips (n, L, K) bool,
+        scores (n, L, E) float32, shared_share/entropy (n, L) float32, hidden (M, L, D) float16 and
+        hidden_rows (M,) int64 stream rows (both None without keep_hidden)."""
+        if not self._router[0]:
+            raise ValueError("the recorder saw no forward pass")
+        per_layer = [self._layer_result(i) for i in range(len(self.layers))]
+        out = {key: np.stack([p[key] for p in per_layer], axis=1) for key in per_layer[0]}
+        out["hidden"] = out["hidden_rows"] = None
+        if self._hidden_rows:
+            out["hidden"] = np.stack(
+                [torch.cat(chunks).cpu().numpy() for chunks in self._hidden], axis=1
+            )  # (M, L, D)
+            out["hidden_rows"] = np.concatenate(self._hidden_rows)
+        return out
+
+    def _layer_result(self, i: int) -> dict[str, np.ndarray]:
+        cfg = self.layers[i].cfg
+        topk_TK, weights_TK, scores_TE, biased_TE = (torch.cat(parts) for parts in zip(*self._router[i]))
+        # what the router would choose on the unbiased scores (same group limiting)
+        choose_TE = scores_TE
+        if cfg.n_groups > 1:
+            from moe_core.moe import _mask_groups
+
+            choose_TE = _mask_groups(scores_TE, cfg.n_groups, cfg.topk_groups)
+        unbiased_TK = choose_TE.topk(cfg.top_k, dim=-1).indices
+        flips_TK = ~(topk_TK.unsqueeze(-1) == unbiased_TK.unsqueeze(-2)).any(dim=-1)  # (T, K)
+        p_TE = scores_TE / scores_TE.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+        entropy_T = -(p_TE * p_TE.clamp_min(1e-30).log()).sum(dim=-1)
+        routed_T, shared_T = torch.cat(self._routed_norm[i]), torch.cat(self._shared_norm[i])
+        total_T = routed_T + shared_T
+        share_T = torch.where(total_T > 0, shared_T / total_T.clamp_min(1e-30), torch.zeros_like(total_T))
+        parts = {
+            "experts": topk_TK,
+            "weights": weights_TK.float(),
+            "scores_k": scores_TE.gather(-1, topk_TK),
+            "biased_k": biased_TE.gather(-1, topk_TK),
+            "flips": flips_TK,
+            "scores": scores_TE.float(),
+            "shared_share": share_T,
+            "entropy": entropy_T.float(),
+        }
+        return {key: value.cpu().numpy() for key, value in parts.items()}
+
+
+# --- text in, trace out ----------------------------------------------------------------------------------
+
+
+def record(
+    model: torch.nn.Module,
+    tokenizer,
+    docs: str | Sequence[str] | Sequence[Any],
+    *,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 16,
+    max_hidden: int = 2000,
+    device: str | torch.device | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RoutingTrace:
+    """Route `docs` through `model` and return their `RoutingTrace` (see the module docstring).
+
+    docs: one text, a list of texts (doc_ids "0", "1", ...) or of `Doc`s (their doc_id, label, text).
+    labels: one label per doc (overrides a Doc's label; default "" = unlabelled).
+    batch_size: windows per forward pass. max_hidden: router inputs kept (0 = none), a seeded random
+        subsample of the tokens when there are more (the same text always keeps the same tokens).
+    device: where the inputs go (default: the model's device; the model must already be there).
+    meta: merged into the trace meta (e.g. {"run": name, "step": 500}).
+    progress: called as progress(tokens_done, tokens_total) after each batch.
+    """
+    from moe_core.tokenizer import encode_with_offsets, token_bytes
+
+    entries = _normalise_docs(docs, labels)
+    cfg = model.config
+    model_device = next(model.parameters()).device
+    device = model_device if device is None else torch.device(device)
+    if device != model_device:
+        raise ValueError(f"the model is on {model_device}, not on {device}: move it first (model.to(device))")
+
+    # tokenize: global token rows run through the docs in order
+    columns: dict[str, list] = {c: [] for c in ("doc_id", "position", "token_id", "token_text")}
+    columns.update(char_start=[], char_end=[], label=[])
+    doc_lengths = []
+    for doc_id, text, label in entries:
+        ids, spans = encode_with_offsets(tokenizer, text)
+        if not ids:
+            raise ValueError(f"document {doc_id!r} has no tokens")
+        doc_lengths.append(len(ids))
+        columns["doc_id"] += [doc_id] * len(ids)
+        columns["position"] += range(len(ids))
+        columns["token_id"] += ids
+        # a token holding only continuation bytes of a character has an empty span: show its bytes
+        columns["token_text"] += [
+            text[s:e] if e > s else token_bytes(tokenizer, t).decode("utf-8", "replace")
+            for t, (s, e) in zip(ids, spans)
+        ]
+        columns["char_start"] += [s for s, _ in spans]
+        columns["char_end"] += [e for _, e in spans]
+        columns["label"] += [label] * len(ids)
+    token_ids = np.asarray(columns["token_id"], dtype=np.int64)
+    n = len(token_ids)
+    if token_ids.max() >= cfg.vocab_size:
+        raise ValueError(
+            f"the tokenizer does not match the model: token id {token_ids.max()} >= vocab_size {cfg.vocab_size}"
+        )
+
+    batches = _batches(doc_lengths, cfg.block_size, batch_size)
+    want_hidden = np.zeros(n, dtype=bool)
+    if max_hidden > 0:
+        keep = np.arange(n) if n <= max_hidden else np.random.default_rng(0).choice(n, max_hidden, replace=False)
+        want_hidden[keep] = True
+
+    was_training = model.training
+    model.eval()  # no dropout: the routing of a checkpoint, not of a noisy forward
+    order = np.concatenate([rows.reshape(-1) for rows in batches])  # stream row -> global token row
+    done = 0
+    try:
+        with torch.inference_mode(), RoutingRecorder(model, keep_hidden=max_hidden > 0, max_hidden=n) as rec:
+            for rows_BS in batches:
+                idx_BS = torch.as_tensor(token_ids[rows_BS], device=device)
+                rec.keep_rows(np.flatnonzero(want_hidden[rows_BS.reshape(-1)]))
+                model(idx_BS)
+                done += rows_BS.size
+                if progress is not None:
+                    progress(done, n)
+            res = rec.result()
+    finally:
+        model.train(was_training)
+
+    # stream order -> document order
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    arrays = {k: res[k][inverse] for k in ("experts", "weights", "scores_k", "biased_k", "flips", "scores")}
+    arrays.update(shared_share=res["shared_share"][inverse], entropy=res["entropy"][inverse])
+    hidden = hidden_rows = None
+    if res["hidden"] is not None:
+        global_rows = order[res["hidden_rows"]]
+        by_row = np.argsort(global_rows)
+        hidden, hidden_rows = res["hidden"][by_row], global_rows[by_row]
+
+    trace_meta = {
+        "run": None,
+        "step": None,
+        "config": cfg.to_dict(),
+        "n_experts": cfg.moe.n_experts,
+        "layer_blocks": list(cfg.moe_layers),
+        "block_size": cfg.block_size,
+        "windowing": "non-overlapping",
+        **(meta or {}),
+    }
+    return build_trace(
+        tokens=columns,
+        texts={doc_id: text for doc_id, text, _ in entries},
+        meta=trace_meta,
+        hidden=hidden,
+        hidden_rows=hidden_rows,
+        **arrays,
+    )
+
+
+def _normalise_docs(docs, labels) -> list[tuple[str, str, str]]:
+    """(doc_id, text, label) per document; ValueError for no/empty/duplicate documents."""
+    if isinstance(docs, str):
+        docs = [docs]
+    docs = list(docs)
+    if not docs:
+        raise ValueError("no text to route")
+    if labels is not None and len(labels) != len(docs):
+        raise ValueError(f"got {len(labels)} labels for {len(docs)} documents")
+    entries = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, str):
+            doc_id, text, label = str(i), doc, ""
+        elif hasattr(doc, "text"):
+            doc_id, text, label = str(getattr(doc, "doc_id", i)), doc.text, getattr(doc, "label", "") or ""
+        else:
+            raise ValueError(f"document {i} is a {type(doc).__name__}, expected str or Doc")
+        if labels is not None:
+            label = str(labels[i])
+        if not isinstance(text, str) or not text:
+            raise ValueError("the text is empty" if len(docs) == 1 else f"document {doc_id!r} is empty")
+        entries.append((doc_id, text, label))
+    ids = [e[0] for e in entries]
+    if len(set(ids)) != len(ids):
+        raise ValueError("documents have duplicate doc_ids")
+    return entries
+
+
+def _batches(doc_lengths: Sequence[int], block_size: int, batch_size: int) -> list[np.ndarray]:
+    """Global token rows of each forward, as (B, S) arrays: each document (its tokens are consecutive rows)
+    cut into non-overlapping windows of at most block_size tokens; windows of equal length stacked, up to
+    batch_size per batch, longest windows first."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ends = np.cumsum(doc_lengths)
+    starts = ends - np.asarray(doc_lengths)
+    by_length: dict[int, list[int]] = {}
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        for w in range(s, e, block_size):
+            by_length.setdefault(min(block_size, e - w), []).append(w)
+    batches = []
+    for length in sorted(by_length, reverse=True):
+        window_starts = np.asarray(by_length[length])
+        for b in range(0, len(window_starts), batch_size):
+            batches.append(window_starts[b : b + batch_size, None] + np.arange(length))  # (B, S)
+    return batches
