@@ -87,10 +87,17 @@ def grouped_mm_available() -> bool:
     return hasattr(F, "grouped_mm") or hasattr(torch, "_grouped_mm")
 
 
-def _grouped_mm(x_ND: torch.Tensor, w_EDH: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
-    """Rows x[offs[e-1]:offs[e]] @ w[e] for every expert e, in one kernel."""
-    fn = getattr(F, "grouped_mm", None) or torch._grouped_mm  # public from torch 2.10
-    return fn(x_ND, w_EDH, offs=offs_E)
+def _grouped_mm(x_ND: torch.Tensor, w_EDH: torch.Tensor, offs_E: torch.Tensor, kernel: bool | None = None):
+    """Rows x[offs[e-1]:offs[e]] @ w[e] for every expert e.
+
+    On CUDA one grouped-GEMM kernel (no host sync). On the CPU torch's grouped kernel is slower than one
+    BLAS call per expert on the contiguous slices (measured in bench/moe_layer.py), so that is used there.
+    """
+    if x_ND.is_cuda if kernel is None else kernel:
+        fn = getattr(F, "grouped_mm", None) or torch._grouped_mm  # public from torch 2.10
+        return fn(x_ND, w_EDH, offs=offs_E)
+    sizes = torch.diff(offs_E, prepend=offs_E.new_zeros(1)).tolist()
+    return torch.cat([x_nD @ w_DH for x_nD, w_DH in zip(x_ND.split(sizes), w_EDH)])
 
 
 class RoutedExperts(nn.Module):
@@ -197,7 +204,7 @@ def sequence_balance_loss(scores_BSE: torch.Tensor, topk_idx_BSK: torch.Tensor) 
 
 
 def complementary_loss(logits_BSE: torch.Tensor) -> torch.Tensor:
-    """The seed tutorial's loss: mean off-diagonal cosine-free similarity U U^T of per-sequence usage
+    """The seed tutorial's loss: mean off-diagonal entry of U U^T, the similarity of per-sequence usage
     vectors U_b = normalise(sum_t softmax(logits_bt)). Zero for a single sequence."""
     B = logits_BSE.shape[0]
     if B < 2:
