@@ -67,7 +67,8 @@ def main() -> None:
     for layer in layers.values():
         layer.to(args.device, dtype).train()
     name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
-    print(f"# device={args.device} ({name}), dtype={dtype}, torch {torch.__version__}, threads={torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"# device={args.device} ({name}), dtype={dtype}, torch {torch.__version__}, threads={threads}")
     print(f"{'tokens':>8} | " + " | ".join(f"{n:>22}" for n in layers) + " | speed-up vs seed")
     for T in args.tokens:
         x = torch.randn(T // 256, 256, D, device=args.device, dtype=dtype, requires_grad=True)
