@@ -223,19 +223,34 @@ def _strip_code(source: str, tree: ast.Module, lines: list[str]) -> str:
     return text.strip("\n") + "\n"
 
 
-def _read_stdlib(root: Path, files: list[Path]) -> list[tuple[str, str, ast.Module]]:
-    """(relative path, source, tree) for every file that decodes, parses and is (nearly) all ASCII."""
-    parsed = []
-    for path in files:
+class _Stdlib:
+    """The standard library's .py files, each read and parsed on first use (small corpora touch few)."""
+
+    def __init__(self) -> None:
+        self.root, self.files = stdlib_files()
+        self._parsed: dict[Path, tuple[str, str, ast.Module] | None] = {}
+        self._topics: dict[str, str] | None = None
+
+    def parse(self, path: Path) -> tuple[str, str, ast.Module] | None:
+        """(relative path, source, tree), or None if the file does not decode/parse or is not ~all ASCII."""
+        if path not in self._parsed:
+            self._parsed[path] = self._read(path)
+        return self._parsed[path]
+
+    def _read(self, path: Path) -> tuple[str, str, ast.Module] | None:
         try:
             source = path.read_text(encoding="utf-8")
             tree = ast.parse(source)
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-            continue
+            return None
         if sum(not c.isascii() for c in source) > 0.001 * len(source):
-            continue  # non-English text or character tables
-        parsed.append((path.relative_to(root).as_posix(), source, tree))
-    return parsed
+            return None  # non-English text or character tables
+        return path.relative_to(self.root).as_posix(), source, tree
+
+    def topics(self) -> dict[str, str]:
+        if self._topics is None:
+            self._topics = _pydoc_topics()
+        return self._topics
 
 
 def _seed_docs() -> list[Doc]:
@@ -252,21 +267,31 @@ def _seed_docs() -> list[Doc]:
     return [Doc(text, "prose", "seed_sentences") for text in texts]
 
 
-def _prose_docs(parsed: list[tuple[str, str, ast.Module]], rng: random.Random, budget: int) -> list[Doc]:
-    """English docs: seed sentences first, then stdlib docstrings/comments and reference topics, shuffled."""
+def _prose_docs(stdlib: _Stdlib, rng: random.Random, budget: int) -> list[Doc]:
+    """English docs: the seed sentences, then stdlib docstrings/comments and reference topics, sources in
+    seeded order until the budget is reached."""
     docs = _seed_docs()
-    candidates: list[Doc] = []
-    for rel, source, tree in parsed:
-        texts = [ast.get_docstring(owner) or "" for owner in _owners(tree)]
-        texts += _comment_blocks(source.splitlines(), _string_lines(tree))
-        paragraphs = [p for text in texts for p in _paragraphs(text) if _is_english(p)]
-        candidates += [Doc(t, "prose", f"stdlib:{rel}") for t in _pack(paragraphs) if len(t) >= 300]
-    topics = _pydoc_topics()
-    for name in sorted(topics):
-        paragraphs = [p for p in _paragraphs(topics[name]) if _is_english(p)]
-        candidates += [Doc(t, "prose", f"pydoc_topics:{name}") for t in _pack(paragraphs)]
-    rng.shuffle(candidates)
-    return _take(docs + candidates, budget)
+    total = sum(len(d.text) for d in docs)
+    sources: list[Path | str] = [*stdlib.files, *sorted(stdlib.topics())]  # a str is a topic name
+    rng.shuffle(sources)
+    for item in sources:
+        if total >= budget:
+            break
+        if isinstance(item, str):
+            paragraphs = [p for p in _paragraphs(stdlib.topics()[item]) if _is_english(p)]
+            new = [Doc(t, "prose", f"pydoc_topics:{item}") for t in _pack(paragraphs) if len(t) >= 300]
+        else:
+            parsed = stdlib.parse(item)
+            if parsed is None:
+                continue
+            rel, source, tree = parsed
+            texts = [ast.get_docstring(owner) or "" for owner in _owners(tree)]
+            texts += _comment_blocks(source.splitlines(), _string_lines(tree))
+            paragraphs = [p for text in texts for p in _paragraphs(text) if _is_english(p)]
+            new = [Doc(t, "prose", f"stdlib:{rel}") for t in _pack(paragraphs) if len(t) >= 300]
+        docs += new
+        total += sum(len(d.text) for d in new)
+    return _take(docs, budget)
 
 
 def _owners(tree: ast.Module) -> list[ast.AST]:
@@ -287,22 +312,25 @@ def _pydoc_topics() -> dict[str, str]:
     return {}
 
 
-def _code_docs(parsed: list[tuple[str, str, ast.Module]], rng: random.Random, budget: int) -> list[Doc]:
+def _code_docs(stdlib: _Stdlib, rng: random.Random, budget: int) -> list[Doc]:
     """Stdlib source without docstrings/comments, files in seeded order, cut into ~2 kB docs."""
-    order = list(range(len(parsed)))
-    rng.shuffle(order)
+    files = list(stdlib.files)
+    rng.shuffle(files)
     docs: list[Doc] = []
     total = 0
-    for index in order:
-        rel, source, tree = parsed[index]
+    for path in files:
+        if total >= budget:
+            break
+        parsed = stdlib.parse(path)
+        if parsed is None:
+            continue
+        rel, source, tree = parsed
         code = _strip_code(source, tree, source.splitlines(keepends=True))
         for chunk in split_text(code, 2000, MAX_DOC_CHARS):
             chunk = chunk.strip("\n")
             if len(chunk) >= MIN_DOC_CHARS // 2:
                 docs.append(Doc(chunk + "\n", "code", f"stdlib:{rel}"))
                 total += len(chunk) + 1
-        if total >= budget:
-            break
     return _take(docs, budget)
 
 
@@ -640,16 +668,15 @@ def make_docs(seed: int = 0, chars_per_domain: int = SIZES["default"]) -> list[D
     """All documents of the built-in corpus, domain by domain, with doc_ids 0..n-1 (not yet split)."""
     if chars_per_domain <= 0:
         raise ValueError(f"chars_per_domain must be > 0, got {chars_per_domain}")
-    root, files = stdlib_files()
-    parsed = _read_stdlib(root, files)
+    stdlib = _Stdlib()
     docs: list[Doc] = []
     # one RNG per domain, derived from the seed, so changing one generator leaves the others unchanged
     for index, label in enumerate(LABELS):
         rng = random.Random(f"{seed}:{index}:{label}")
         if label == "prose":
-            docs += _prose_docs(parsed, rng, chars_per_domain)
+            docs += _prose_docs(stdlib, rng, chars_per_domain)
         elif label == "code":
-            docs += _code_docs(parsed, rng, chars_per_domain)
+            docs += _code_docs(stdlib, rng, chars_per_domain)
         else:
             docs += _generated_docs(label, rng, chars_per_domain)
     for i, doc in enumerate(docs):
