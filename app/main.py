@@ -1,0 +1,44 @@
+"""Streamlit entry: page config, the shared run/checkpoint selector, and navigation.
+
+Run with `moe-explorer app` (or `streamlit run app/main.py`). Pages are thin files in app/pages/;
+the Learn group comes from app.pages.learn.LESSONS when present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import state
+
+HERE = Path(__file__).parent
+PAGES = [  # (file, title, icon, url_path)
+    ("overview.py", "Overview", ":material/info:", "overview"),
+    ("token_routing.py", "Token routing", ":material/route:", "token_routing"),
+    ("heatmaps.py", "Expert heatmaps", ":material/grid_on:", "heatmaps"),
+    ("training.py", "Training dynamics", ":material/show_chart:", "training"),
+    ("geometry.py", "Router geometry", ":material/scatter_plot:", "geometry"),
+    ("train.py", "Train", ":material/model_training:", "train"),
+]
+
+st.set_page_config(page_title="MoE explorer", page_icon=":material/hub:", layout="wide")
+
+explore = [
+    st.Page(HERE / "pages" / file, title=title, icon=icon, url_path=url, default=(i == 0))
+    for i, (file, title, icon, url) in enumerate(PAGES)
+]
+groups = {"Explore": explore}
+try:
+    from app.pages.learn import LESSONS
+
+    groups["Learn"] = [
+        st.Page(HERE / "pages" / "learn" / file, title=title, icon=icon) for file, title, icon in LESSONS
+    ]
+except ImportError:  # the Learn pages are optional
+    pass
+
+page = st.navigation(groups)
+st.sidebar.title("MoE explorer")
+state.sidebar_selector()
+page.run()

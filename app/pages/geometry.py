@@ -1,0 +1,6 @@
+"""geometry page (in progress)."""
+
+import streamlit as st
+
+st.title("geometry")
+st.info("Coming soon.")

@@ -1,0 +1,6 @@
+"""heatmaps page (in progress)."""
+
+import streamlit as st
+
+st.title("heatmaps")
+st.info("Coming soon.")

@@ -1,0 +1,71 @@
+"""Token routing: text in; every token coloured by its top-1 expert; one token's routing step by step."""
+
+import streamlit as st
+
+from app import figures as F
+from app import state
+
+path, step = state.require_run()
+st.title("Token routing")
+st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + state.LIMITS_TEXT)
+
+source = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
+docs = []
+if source == "Paste text":
+    text = st.text_area("Text", key=state.KEY_TEXT, height=140, placeholder="Paste any text or code here…")
+    docs = [("input", "input", text)] if text.strip() else []
+elif source == "Sample":
+    name = st.selectbox("Sample", list(state.SAMPLES), key="tr_sample")
+    docs = [("sample", name, state.SAMPLES[name])]
+else:
+    files = st.file_uploader("Files", type=state.UPLOAD_TYPES, accept_multiple_files=True, help=state.LIMITS_TEXT)
+    good, errors = state.read_uploads(files)
+    for message in errors:
+        st.error(message)
+    docs = state.docs_from_uploads(good)
+if not docs:
+    st.info("Enter some text to see its routing.")
+    st.stop()
+
+docs, cut = state.limit_docs(path, docs)
+if cut:
+    st.warning(f"Only the first {state.MAX_TOKENS:,} tokens are routed.")
+try:
+    trace = state.route_trace(path, step, docs)
+except ValueError as exc:
+    st.error(f"Could not route this text: {exc}")
+    st.stop()
+
+L, E = trace.n_layers, trace.n_experts
+layer = st.slider("MoE layer", 0, L - 1, state.layer_param(L), key=state.KEY_LAYER) if L > 1 else 0
+doc_ids = list(trace.texts)
+doc = st.selectbox("Document", doc_ids, key="tr_doc") if len(doc_ids) > 1 else doc_ids[0]
+tokens = trace.tokens[trace.tokens["doc_id"] == doc]
+routing = trace.routing[trace.routing["token_row"].isin(tokens.index)]
+top1 = F.top1_table(routing, layer)
+summary = F.routing_summary(routing[routing["layer"] == layer]).droplevel(1)
+counts = top1.value_counts().reindex(range(E), fill_value=0).tolist()
+st.markdown(F.legend_html(E, counts=counts), unsafe_allow_html=True)
+st.markdown(F.colored_text_html(trace.texts[doc], tokens, top1, E, tooltips=summary), unsafe_allow_html=True)
+st.caption(f"{len(tokens):,} tokens · layer {layer} · hover a token to see its experts and gate weights")
+
+st.subheader("Token × layer grid")
+st.plotly_chart(F.token_layer_grid(tokens, routing, L, E), key="tr_grid")
+
+st.subheader("One token, step by step")
+i = st.number_input("Token index", 0, len(tokens) - 1, 0, key="tr_token")
+row = int(tokens.index[i])
+st.markdown(f"Token {i}: `{F.short_token(tokens.loc[row, 'token_text'])}` at layer {layer}")
+if trace.scores is not None:
+    moe = trace.meta.get("config", {}).get("moe", {})
+    steps = F.routing_steps_table(trace.scores[row, layer], state.router_biases(path, step)[layer], trace.top_k,
+                                  moe.get("renormalize", True), moe.get("route_scale", 1.0))  # fmt: skip
+    share = float(trace.token_layer.loc[row * L + layer, "shared_share"])
+    flip = bool(routing[(routing["token_row"] == row) & (routing["layer"] == layer)]["bias_flip"].any())
+    if flip or F.bias_changed_choice(steps):
+        st.warning("The balancing bias changed this choice: an expert was picked only because of its bias.")
+    st.plotly_chart(F.routing_steps_figure(steps, shared_share=share), key="tr_steps")
+    state.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")
+
+st.subheader("Download the trace")
+state.trace_downloads(trace, f"{path}|{step}|{state.docs_key(tuple(docs))}")

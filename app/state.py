@@ -1,0 +1,400 @@
+"""Session-state keys, cache wrappers and input handling shared by every page (the only stateful module).
+
+Caching (Streamlit):
+- `st.cache_resource` for objects that are shared and never mutated: runs, models, tokenizers.
+- `st.cache_data` for traces and derived tables, keyed by (run path, checkpoint step, layer, params);
+  texts are keyed by their SHA-256 so a rerun on the same 2,000 tokens is a cache hit.
+Run discovery: the shipped default run, $MOE_EXPLORER_RUN, and every run under $MOE_EXPLORER_RUNS_DIR
+(or ./runs). Uploads: .txt .md .py .json .csv, at most UPLOAD_MAX_BYTES per file; binary, undecodable
+or empty files give a one-line message, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+# --- session-state keys (one place, so pages never collide) ---------------------------------------------
+KEY_RUN = "moe_run_path"  # selected run directory (str)
+KEY_STEP = "moe_checkpoint_step"  # selected checkpoint step (int) of that run
+KEY_TEXT = "moe_routing_text"  # text in the Token routing text area
+KEY_LAYER = "moe_layer"  # MoE layer shown on Token routing
+KEY_TRAIN_PROC = "moe_train_process"  # the background training run started from the Train page
+RECORDED = "moe_recorded_eval"  # (run, step) pairs whose eval traces were recorded in this session
+
+# --- input limits (stated in the UI) --------------------------------------------------------------------
+UPLOAD_TYPES = ["txt", "md", "py", "json", "csv"]
+UPLOAD_MAX_BYTES = 1_000_000  # per file
+MAX_TOKENS = 20_000  # per routing request; longer input is cut with a message
+LIMITS_TEXT = "Up to 1 MB per file (.txt .md .py .json .csv) and 20,000 tokens per request."
+
+SAMPLES = {
+    "Prose": "The old lighthouse keeper climbed the stairs every evening. From the top he could see the fishing "
+    "boats coming home, their lights bobbing on the dark water like fireflies.",
+    "Python code": "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
+    "    return a\n\nprint([fibonacci(i) for i in range(10)])\n",
+    "Math": "Let f(x) = 3x^2 + 2x - 5. Then f'(x) = 6x + 2, so the minimum is at x = -1/3, "
+    "where f(-1/3) = 1/3 - 2/3 - 5 = -16/3.",
+    "JSON": '{"name": "moe-explorer", "experts": 16, "top_k": 2, "layers": [1, 2, 3], "shared": true}',
+    "Escaping test": "<script>alert(1)</script> & <b>not bold</b>",
+}
+
+
+# --- run discovery ----------------------------------------------------------------------------------------
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "run.json").is_file()
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("MOE_EXPLORER_RUNS_DIR") or "runs")
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def discover_runs() -> dict[str, str]:
+    """{display name: absolute run path}: the shipped run, $MOE_EXPLORER_RUN, runs under the runs folder.
+
+    Cached for 3 s only, so a run started on the Train page appears in the selector quickly.
+    """
+    found: dict[str, str] = {}
+
+    def add(path: Path, name: str | None = None) -> None:
+        path = path.resolve()
+        if _is_run(path) and str(path) not in found.values():
+            label = name or path.name
+            while label in found:
+                label += "'"
+            found[label] = str(path)
+
+    env = os.environ.get("MOE_EXPLORER_RUN")
+    if env:
+        add(Path(env))
+    try:
+        from moe_core.run import default_run_path
+
+        add(Path(default_run_path()), "default (shipped)")
+    except (ImportError, OSError, ValueError):
+        pass
+    root = runs_dir()
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            add(child)
+    return found
+
+
+# --- cached resources ---------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def get_run(path: str):
+    """The `moe_core.run.Run` of a run directory (never mutated by the app)."""
+    from moe_core.run import load_run
+
+    return load_run(path)
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
+def get_model(path: str, step: int | None):
+    """The model of a run at a checkpoint step, in eval mode on the CPU."""
+    model = get_run(path).load_model(step=step, device="cpu")
+    model.eval()
+    return model
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def get_tokenizer(path: str):
+    return get_run(path).tokenizer()
+
+
+def checkpoints(path: str) -> list[int]:
+    """Checkpoint steps of a run, ascending (read fresh: a training run adds them)."""
+    return sorted(int(s) for s in get_run(path).checkpoints())
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def router_biases(path: str, step: int | None) -> np.ndarray:
+    """(L, E) balancing biases of the model at that step."""
+    return get_model(path, step).router_biases().detach().cpu().numpy()
+
+
+# --- selection (sidebar) ---------------------------------------------------------------------------------
+
+
+def current() -> tuple[str | None, int | None]:
+    """(run path, checkpoint step) chosen in the sidebar; (None, None) when there is no run."""
+    return st.session_state.get(KEY_RUN), st.session_state.get(KEY_STEP)
+
+
+def require_run() -> tuple[str, int | None]:
+    """The selected run and step, or stop the page with a message when there is none."""
+    path, step = current()
+    if not path:
+        st.info(
+            "No run found. Train one on the **Train** page, start the app with `moe-explorer app --run RUN`, "
+            "or set MOE_EXPLORER_RUN / MOE_EXPLORER_RUNS_DIR."
+        )
+        st.stop()
+    return path, step
+
+
+def sidebar_selector() -> None:
+    """Run + checkpoint selectors in the sidebar, shared by every page (state in KEY_RUN / KEY_STEP)."""
+    runs = discover_runs()
+    wanted = st.query_params.get("run")
+    if wanted and wanted in runs and st.session_state.get("_moe_qp_run") != wanted:
+        st.session_state[KEY_RUN] = runs[wanted]  # a Learn page linked to training?run=NAME
+        st.session_state["_moe_qp_run"] = wanted
+    if not runs:
+        st.sidebar.warning("No run found.")
+        st.session_state[KEY_RUN] = None
+        return
+    paths = list(runs.values())
+    if st.session_state.get(KEY_RUN) not in paths:
+        st.session_state[KEY_RUN] = paths[0]
+    names = {p: n for n, p in runs.items()}
+    st.sidebar.selectbox("Run", paths, key=KEY_RUN, format_func=lambda p: names.get(p, Path(p).name))
+    try:
+        steps = checkpoints(st.session_state[KEY_RUN])
+    except (OSError, ValueError) as exc:
+        st.sidebar.error(f"Cannot read this run: {exc}")
+        st.session_state[KEY_STEP] = None
+        return
+    if not steps:
+        st.sidebar.warning("This run has no checkpoint yet.")
+        st.session_state[KEY_STEP] = None
+        return
+    if st.session_state.get(KEY_STEP) not in steps:
+        st.session_state[KEY_STEP] = steps[-1]
+    if len(steps) > 1:
+        st.sidebar.select_slider("Checkpoint step", steps, key=KEY_STEP)
+    else:
+        st.sidebar.caption(f"Checkpoint step {steps[0]}")
+
+
+# --- routing traces ----------------------------------------------------------------------------------------
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def route_docs(path: str, step: int | None, key: str, _docs: tuple[tuple[str, str, str], ...]):
+    """RoutingTrace of docs (doc_id, label, text) through the model at `step`; cached by `key` (their hash)."""
+    from analysis.recorder import record
+    from moe_core.corpus import Doc
+
+    docs = [Doc(text=t, label=lab, source="app", doc_id=d) for d, lab, t in _docs]
+    meta = {"run": Path(path).name, "step": step}
+    return record(get_model(path, step), get_tokenizer(path), docs, labels=[d.label for d in docs], meta=meta)
+
+
+def route_text(path: str, step: int | None, text: str, label: str = "input"):
+    """Trace of one pasted text (cached by the text's hash)."""
+    return route_docs(path, step, text_hash(f"{label}\0{text}"), (("input", label, text),))
+
+
+def route_trace(path: str, step: int | None, docs: list[tuple[str, str, str]]):
+    """Trace of (doc_id, label, text) docs, cached by their hash: a rerun on the same text is instant."""
+    docs_t = tuple(tuple(d) for d in docs)
+    return route_docs(path, step, docs_key(docs_t), docs_t)
+
+
+def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], bool]:
+    """Docs cut so that together they hold at most MAX_TOKENS tokens; (docs, True) when something was cut."""
+    from moe_core.tokenizer import encode_with_offsets
+
+    if sum(len(t) for _, _, t in docs) < MAX_TOKENS:  # a token is at least one character
+        return docs, False
+    out, budget = [], MAX_TOKENS
+    for doc_id, label, text in docs:
+        if budget <= 0:
+            return out, True
+        _, spans = encode_with_offsets(get_tokenizer(path), text)
+        if len(spans) > budget:
+            out.append((doc_id, label, text[: spans[budget - 1][1]]))
+            return out, True
+        out.append((doc_id, label, text))
+        budget -= len(spans)
+    return out, False
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _export(key: str, fmt: str, _trace) -> bytes:
+    wide = _trace.wide()
+    return wide.to_csv(index=False).encode("utf-8") if fmt == "csv" else parquet_bytes(wide)
+
+
+def trace_downloads(trace, key: str) -> None:
+    """CSV and Parquet download buttons for a trace (one row per token, layer, rank); bytes cached by `key`."""
+    c1, c2 = st.columns(2)
+    c1.download_button("Trace (CSV)", _export(key, "csv", trace), "routing_trace.csv", "text/csv", on_click="ignore")
+    c2.download_button("Trace (Parquet)", _export(key, "parquet", trace), "routing_trace.parquet", on_click="ignore")
+
+
+def docs_key(docs: tuple[tuple[str, str, str], ...]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update("\0".join(d).encode("utf-8", "surrogatepass") + b"\1")
+    return h.hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stored_eval_trace(path: str, trace_file: str, mtime: float):
+    from analysis.trace import load
+
+    return load(trace_file)
+
+
+def eval_trace(path: str, step: int | None):
+    """The run's eval traces at `step`: eval/trace_step_*.parquet when present, else recorded now."""
+    run = get_run(path)
+    trace_file = Path(run.trace_path(step)) if step is not None else None
+    if trace_file is not None and trace_file.is_file():
+        return _stored_eval_trace(path, str(trace_file), trace_file.stat().st_mtime)
+    docs = tuple((str(_field(d, "doc_id")), str(_field(d, "label")), str(_field(d, "text"))) for d in run.eval_docs())
+    if not docs:
+        return None
+    key = docs_key(docs)
+    done = st.session_state.setdefault(RECORDED, set())
+    if (path, step, key) in done:
+        return route_docs(path, step, key, docs)
+    with st.status(f"Recording the routing of {len(docs)} eval documents at step {step}…") as status:
+        trace = route_docs(path, step, key, docs)
+        status.update(label=f"Recorded {trace.n_tokens:,} tokens of {len(docs)} eval documents", state="complete")
+    done.add((path, step, key))
+    return trace
+
+
+def _field(doc: Any, name: str) -> Any:
+    return doc.get(name, "") if isinstance(doc, dict) else getattr(doc, name, "")
+
+
+# --- history -----------------------------------------------------------------------------------------------
+
+
+def history(path: str) -> pd.DataFrame:
+    """history/train.jsonl as a DataFrame (read fresh; cheap for the runs this app trains)."""
+    return _frame(get_run(path).history())
+
+
+def eval_history(path: str) -> pd.DataFrame:
+    return _frame(get_run(path).eval_history())
+
+
+def _frame(rows: Any) -> pd.DataFrame:
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    return df.sort_values("step").reset_index(drop=True) if "step" in df else df
+
+
+# --- uploads ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Upload:
+    name: str
+    text: str | None  # None when the file was refused
+    error: str | None  # one-line reason shown to the user
+
+
+def decode_upload(name: str, data: bytes, max_bytes: int = UPLOAD_MAX_BYTES) -> Upload:
+    """Bytes of an uploaded file -> text, or a clear error (never raises).
+
+    Tries UTF-8 (a UTF-8 BOM is dropped) and UTF-16 only when the file starts with a UTF-16 BOM.
+    A NUL byte in a file without a UTF-16 BOM means binary.
+    """
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext not in UPLOAD_TYPES:
+        return Upload(name, None, f"{name}: unsupported file type; use {', '.join('.' + t for t in UPLOAD_TYPES)}.")
+    if len(data) > max_bytes:
+        return Upload(name, None, f"{name}: too large ({len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB).")
+    if not data.strip():
+        return Upload(name, None, f"{name}: the file is empty.")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            return Upload(name, None, f"{name}: starts like UTF-16 but does not decode as UTF-16 text.")
+    elif b"\x00" in data:
+        return Upload(name, None, f"{name}: looks like a binary file, not text.")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return Upload(name, None, f"{name}: not UTF-8 text (bad byte at position {exc.start}); save it as UTF-8.")
+    if not text.strip():
+        return Upload(name, None, f"{name}: the file is empty.")
+    return Upload(name, text, None)
+
+
+def docs_from_uploads(uploads: list[Upload]) -> list[tuple[str, str, str]]:
+    """(doc_id, label, text) per good upload; a .csv with `label` and `text` columns gives one doc per row,
+    any other file is one doc labelled by its file name."""
+    docs: list[tuple[str, str, str]] = []
+    for up in uploads:
+        if up.text is None:
+            continue
+        if up.name.lower().endswith(".csv"):
+            try:
+                df = pd.read_csv(io.StringIO(up.text), dtype=str).fillna("")
+            except (ValueError, pd.errors.ParserError):
+                df = None
+            if df is not None and {"label", "text"} <= set(df.columns):
+                for i, (label, text) in enumerate(zip(df["label"], df["text"])):
+                    if text.strip():
+                        docs.append((f"{up.name}#{i}", label, text))
+                continue
+        docs.append((up.name, Path(up.name).stem, up.text))
+    return docs
+
+
+def read_uploads(files: list[Any] | None) -> tuple[list[Upload], list[str]]:
+    """Decode Streamlit UploadedFile objects; returns (good uploads, error messages)."""
+    good, errors = [], []
+    for f in files or []:
+        try:
+            data = f.getvalue()
+        except Exception as exc:  # noqa: BLE001 - a broken upload must not break the page
+            errors.append(f"{getattr(f, 'name', 'file')}: could not be read ({exc}).")
+            continue
+        up = decode_upload(f.name, data)
+        (good if up.error is None else errors).append(up if up.error is None else up.error)
+    return good, errors
+
+
+# --- downloads -----------------------------------------------------------------------------------------------
+
+
+def download_csv(df: pd.DataFrame, file_name: str, label: str = "Download data (CSV)", key: str | None = None) -> None:
+    st.download_button(
+        label,
+        data=df.to_csv(index=False).encode("utf-8"),
+        file_name=file_name,
+        mime="text/csv",
+        key=key or f"dl-{file_name}",
+        on_click="ignore",
+    )
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def layer_param(n_layers: int, default: int = 0) -> int:
+    """The ?layer=N query parameter (Learn pages link to it), clamped to the model's layers."""
+    try:
+        layer = int(st.query_params.get("layer", default))
+    except (TypeError, ValueError):
+        layer = default
+    return min(max(layer, 0), max(n_layers - 1, 0))
