@@ -4,8 +4,9 @@ Caching (Streamlit):
 - `st.cache_resource` for objects that are shared and never mutated: runs, models, tokenizers.
 - `st.cache_data` for traces and derived tables, keyed by (run path, checkpoint step, layer, params);
   texts are keyed by their SHA-256 so a rerun on the same 2,000 tokens is a cache hit.
-Run discovery: the shipped default run, $MOE_EXPLORER_RUN, and every run under $MOE_EXPLORER_RUNS_DIR
-(or ./runs). Uploads: .txt .md .py .json .csv, at most UPLOAD_MAX_BYTES per file; binary, undecodable
+Run discovery: $MOE_EXPLORER_RUN, $MOE_EXPLORER_HF (paths), the shipped default run, and every run under
+$MOE_EXPLORER_RUNS_DIR (or ./runs).
+Uploads: .txt .md .py .json .csv, at most UPLOAD_MAX_BYTES per file; binary, undecodable
 or empty files give a one-line message, never an exception.
 """
 
@@ -78,16 +79,21 @@ def discover_runs() -> dict[str, str]:
     env = os.environ.get("MOE_EXPLORER_RUN")
     if env:
         add(Path(env))
+    for hf in filter(None, os.environ.get("MOE_EXPLORER_HF", "").split(os.pathsep)):
+        add(Path(hf))  # imported Hugging Face models that are stored as run directories
     try:
         from moe_core.run import default_run_path
 
         add(Path(default_run_path()), "default (shipped)")
     except (ImportError, OSError, ValueError):
         pass
-    root = runs_dir()
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
+    try:
+        from moe_core.run import list_runs
+
+        for child in list_runs(runs_dir()):
             add(child)
+    except (ImportError, OSError):
+        pass
     return found
 
 

@@ -1,0 +1,71 @@
+"""`moe-explorer app`: start the Streamlit app on a run (default: the shipped run).
+
+Runs `python -m streamlit run app/main.py --server.headless true --server.fileWatcherType none
+--browser.gatherUsageStats false --server.port P` with MOE_EXPLORER_RUN set to the run directory, so
+every page opens on it; other runs under ./runs (or $MOE_EXPLORER_RUNS_DIR) stay selectable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MAIN = Path(__file__).resolve().parent / "main.py"
+
+
+def add_app_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", help="run directory to open (default: the shipped run sample_data/default_run)")
+    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    parser.add_argument(
+        "--hf", nargs="*", default=[], metavar="PATH", help="imported Hugging Face model folders to offer as runs"
+    )
+
+
+def app_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--server.port", str(port),
+    ]  # fmt: skip
+
+
+def app_env(run: str | os.PathLike, hf: list[str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MOE_EXPLORER_RUN"] = str(Path(run).resolve())
+    if hf:
+        env["MOE_EXPLORER_HF"] = os.pathsep.join(str(Path(p).resolve()) for p in hf)
+    return env
+
+
+def resolve_run(run: str | None) -> Path:
+    """The run to open; ValueError with what to do when it is missing."""
+    from moe_core.run import default_run_path, is_run_dir
+
+    if run is None:
+        path = default_run_path()
+        if not is_run_dir(path):
+            raise ValueError(
+                f"the shipped run is missing ({path}); train one with `moe-explorer train --out runs/mine` "
+                "and open it with `moe-explorer app --run runs/mine`"
+            )
+        return path
+    path = Path(run)
+    if not is_run_dir(path):
+        raise ValueError(f"not a run directory (no run.json): {path}")
+    return path
+
+
+def run_app(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    for p in args.hf or []:
+        if not Path(p).exists():
+            raise ValueError(f"--hf path not found: {p}")
+    run = resolve_run(args.run)
+    print(f"moe-explorer app: opening {run} at http://localhost:{args.port}", flush=True)
+    return subprocess.call(app_command(args.port), env=app_env(run, args.hf))
