@@ -94,21 +94,21 @@ class RoutingRecorder:
     # --- hooks --------------------------------------------------------------------------------------
 
     def _on_router(self, i: int, module, args, out) -> None:
-        x_TD = args[0]
+        x_TD = args[0].detach()  # detach: recording never keeps an autograd graph alive
         T = x_TD.shape[0]
         if i == 0:  # a new forward starts at the first MoE layer
             self._start_forward(T, x_TD.device)
-        self._router[i].append((out.topk_idx_TK, out.weights_TK, out.scores_TE, out.biased_TE))
+        self._router[i].append(tuple(t.detach() for t in out[:4]))  # topk, weights, scores, biased
         if self._sel is not None:
             self._hidden[i].append(x_TD.index_select(0, self._sel).to(torch.float16))
         if self.layers[i].shared is None:
             self._shared_norm[i].append(torch.zeros(T, device=x_TD.device))
 
     def _on_experts(self, i: int, module, args, out_TD) -> None:
-        self._routed_norm[i].append(torch.linalg.vector_norm(out_TD.float(), dim=-1))  # (T,)
+        self._routed_norm[i].append(torch.linalg.vector_norm(out_TD.detach().float(), dim=-1))  # (T,)
 
     def _on_shared(self, i: int, module, args, out_TD) -> None:
-        self._shared_norm[i].append(torch.linalg.vector_norm(out_TD.float(), dim=-1))  # (T,)
+        self._shared_norm[i].append(torch.linalg.vector_norm(out_TD.detach().float(), dim=-1))  # (T,)
 
     def _start_forward(self, T: int, device: torch.device) -> None:
         self._sel = None
