@@ -113,7 +113,7 @@ def test_documents_look_like_their_domain():
         assert sum(c.isalpha() or c.isspace() for c in d.text) > 0.8 * len(d.text)
     for d in by_label["code"]:
         assert re.search(r"^\s*(def|class|import|from|return|if|for) ", d.text, re.M), d.text[:200]
-        assert '"""' not in d.text or "def " not in d.text.split('"""')[0][-80:]  # no def-then-docstring
+        assert not re.search(r"^\s*#", d.text, re.M)  # comment-only lines are gone
         assert d.source.startswith("stdlib:")
     for d in by_label["data"]:
         if d.source == "generated:json":  # JSON array or JSON Lines, both parse
