@@ -1,0 +1,93 @@
+"""Lesson 3: a skewed token stream overloads two experts; the aux-loss-free bias rule restores balance."""
+
+import numpy as np
+import streamlit as st
+
+from analysis import teaching
+from app import learn_figures as LF
+from app import learn_state as LS
+
+P = "l3"
+RATES = (1e-4, 1e-3, 1e-2)  # slow / good / oscillating
+N_STEPS, BATCH, SHOWN = 600, 4096, 200  # steps simulated, tokens per step, tokens drawn per step
+SPECS = {
+    **LS.ROUTER_SPECS,
+    "u": LS.Spec(1e-3, choices=RATES),
+    "seed": LS.Spec(0, 0, 9999),
+    "step": LS.Spec(0, 0, N_STEPS),
+}
+
+
+@st.cache_data(show_spinner="Simulating the bias rule…", max_entries=16)
+def simulate(w: tuple, b0: tuple, score: str, seed: int) -> tuple[dict, np.ndarray]:
+    """The three rates on the same seeded stream (top-2): {rate: BiasRun}, and a few tokens of each step."""
+    batches = teaching.token_batches(seed, N_STEPS, BATCH)
+    W = np.array(w).reshape(LS.N_EXPERTS, 2)
+    runs = {u: teaching.simulate_bias_rule(batches, W, np.array(b0), u, 2, score) for u in RATES}
+    return runs, batches[:, :SHOWN].copy()
+
+
+def _move(delta: int) -> None:  # button callback: runs before the widgets are drawn again
+    key = LS.widget_key(P, "step")
+    st.session_state[key] = int(min(max(st.session_state.get(key, 0) + delta, 0), N_STEPS))
+
+
+params = LS.lesson_header("Imbalance and the bias rule", P, SPECS)
+st.markdown(
+    "Real token streams are skewed: here the tokens sit in a small cloud that experts **E0** and **E1** "
+    "both win, so with top-2 they get every token and E2, E3 idle. After each step the aux-loss-free rule "
+    "(Wang et al. 2024, DeepSeek-V3) nudges every bias: **b_i ← b_i + u · sign(mean load − load_i)**. "
+    "Overloaded experts go down, idle ones go up, until the load evens out. MaxVio = (max load − mean) / mean."
+)
+c1, c2, c3 = st.columns([2, 1, 1])
+c1.select_slider("Rate u", RATES, key=LS.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
+c2.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
+c3.number_input("Step", 0, N_STEPS, key=LS.widget_key(P, "step"))
+b1, b2, b3, b4 = st.columns(4)
+b1.button("Step ▶", on_click=_move, args=(1,), width="stretch")
+b2.button("+10 ▶▶", on_click=_move, args=(10,), width="stretch")
+b3.button("+100 ▶▶▶", on_click=_move, args=(100,), width="stretch")
+b4.button("Reset ⟲", on_click=_move, args=(-N_STEPS,), width="stretch")
+with st.expander("Router weights and starting biases"):
+    LS.router_controls(P, label="Weights (as in lesson 1); b = biases at step 0")
+params = LS.get_params(P, SPECS)
+
+runs, shown = simulate(params["w"], params["b"], params["score"], params["seed"])
+run, step = runs[params["u"]], int(params["step"])
+bias = run.biases[step]
+load = run.loads[min(step, N_STEPS - 1)]
+cols = st.columns(LS.N_EXPERTS + 1)
+cols[0].metric("MaxVio", f"{teaching.maxvio(load):.3f}")
+for e in range(LS.N_EXPERTS):
+    cols[e + 1].metric(f"bias b{e}", f"{bias[e]:+.4f}")
+W = np.array(params["w"]).reshape(LS.N_EXPERTS, 2)
+tokens = shown[min(step, N_STEPS - 1)]
+topk, _, _ = teaching.route(tokens, W, bias, 2, params["score"])
+left, right = st.columns(2)
+regions = teaching.decision_regions(W, bias, params["score"], lim=1.2, n=121)
+left.plotly_chart(
+    LF.regions_figure(regions, "top2", W, tokens, topk[:, 0], title=f"Top-2 regions at step {step}"), key="l3_regions"
+)
+right.plotly_chart(LF.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"), key="l3_load")
+st.plotly_chart(LF.bias_figure(run.biases, step), key="l3_bias")
+
+st.subheader("Three rates side by side, same stream")
+st.plotly_chart(LF.maxvio_figure({f"u = {u:g}": runs[u].maxvio for u in RATES}, 0.05, step), key="l3_rates")
+summary = []
+for u in RATES:
+    s = teaching.steps_to_balance(runs[u].maxvio)
+    status = f"balanced from step {s}" if s is not None else "not balanced"
+    summary.append(f"u = {u:g}: {status}, last-100-step MaxVio {runs[u].maxvio[-100:].mean():.3f}")
+st.markdown(" · ".join(summary))
+st.caption("Balanced = mean MaxVio over 20 steps below 0.05. Each step routes 4,096 fresh tokens (200 drawn).")
+
+LS.predict_then_reveal(
+    P,
+    "With u = 1e-2, what does MaxVio do once it first gets low?",
+    ["It stays near 0", "It keeps bouncing up and down", "It climbs back to where it started"],
+    1,
+    "Every step moves every bias by a full ±u. With u = 1e-2 that step is larger than the gap between "
+    "balanced and unbalanced for many tokens, so the loads overshoot and swing back and forth. u = 1e-3 "
+    "takes small enough steps to settle; u = 1e-4 would settle too, but takes ten times longer.",
+)
+LS.write_params(P, SPECS)

@@ -1,0 +1,102 @@
+"""Lesson 4: the same toy balanced by a Switch aux loss (gradient on the router) vs the bias rule."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import teaching
+from app import learn_figures as LF
+from app import learn_state as LS
+
+P = "l4"
+ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0, 3.0)
+RATES = (1e-4, 1e-3, 1e-2)
+N_STEPS, BATCH, SPREAD = 300, 1024, 0.6
+SPECS = {"alpha": LS.Spec(0.3, choices=ALPHAS), "u": LS.Spec(1e-3, choices=RATES), "seed": LS.Spec(0, 0, 9999)}
+
+
+@st.cache_data(show_spinner="Training the toy both ways…", max_entries=8)
+def train_all(seed: int) -> dict:
+    """{("switch", alpha) | ("bias", u): BalanceResult} on one seeded stream (softmax router, top-2)."""
+    batches = teaching.token_batches(seed, N_STEPS, BATCH, spread=SPREAD)
+    W0 = teaching.default_weights()
+    out = {("switch", a): teaching.train_switch(batches, W0, a) for a in ALPHAS}
+    out.update({("bias", u): teaching.train_bias(batches, W0, u) for u in RATES})
+    return out
+
+
+params = LS.lesson_header("Aux loss vs aux-loss-free", P, SPECS)
+st.markdown(
+    "Two ways to balance the same skewed stream (softmax router, top-2, 4 experts):\n"
+    "- **Switch aux loss**: add **α · E · Σ_i f_i P_i** to the loss (f_i = share of routings to i, P_i = mean "
+    "router probability) and let gradient descent change the router weights. A stand-in term "
+    "½·0.01·‖W − W₀‖² plays the language-model loss, which wants the router as it was.\n"
+    "- **Bias rule**: leave the weights alone and only shift the selection biases (lesson 3)."
+)
+c1, c2, c3 = st.columns(3)
+c1.select_slider("Aux loss α", ALPHAS, key=LS.widget_key(P, "alpha"), format_func=lambda a: f"{a:g}")
+c2.select_slider("Bias rate u", RATES, key=LS.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
+c3.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
+params = LS.get_params(P, SPECS)
+
+results = train_all(params["seed"])
+sw, bi = results[("switch", params["alpha"])], results[("bias", params["u"])]
+cols = st.columns(2)
+for col, res, name in (
+    (cols[0], sw, f"Switch aux loss, α = {params['alpha']:g}"),
+    (cols[1], bi, f"Bias rule, u = {params['u']:g}"),
+):
+    col.markdown(f"**{name}**")
+    m1, m2, m3 = col.columns(3)
+    m1.metric("MaxVio (last quarter)", f"{res.maxvio:.3f}")
+    m2.metric("top-1 changed", f"{res.top1_changed:.1%}")
+    m3.metric("‖W − W₀‖", f"{res.weight_change:.2f}")
+    col.caption(f"Mean change of the router's scores: {res.score_change:.3f}")
+st.plotly_chart(
+    LF.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))}), key="l4_curves"
+)
+rows = pd.DataFrame(
+    [
+        {
+            "method": m,
+            "label": f"α={v:g}" if m == "switch" else f"u={v:g}",
+            "maxvio": r.maxvio,
+            "top1_changed": r.top1_changed,
+            "weight_change": r.weight_change,
+        }
+        for (m, v), r in results.items()
+    ]
+)
+st.plotly_chart(LF.tradeoff_figure(rows), key="l4_tradeoff")
+left, right = st.columns(2)
+zero = np.zeros(LS.N_EXPERTS)
+left.plotly_chart(
+    LF.regions_figure(
+        teaching.decision_regions(sw.W, zero, "softmax", 2.0, 81), "top1", sw.W, title="Router after the aux loss"
+    ),
+    key="l4_sw",
+)
+right.plotly_chart(
+    LF.regions_figure(
+        teaching.decision_regions(bi.W, bi.bias, "softmax", 2.0, 81),
+        "top1",
+        bi.W,
+        title="Router + biases after the bias rule",
+    ),
+    key="l4_bias",
+)
+st.caption(
+    f"Each run: {N_STEPS} steps of {BATCH:,} tokens. Both must re-route some tokens to balance; only the "
+    "aux loss also changes the scores that become every token's gate weights."
+)
+
+LS.predict_then_reveal(
+    P,
+    "Which method reaches a low MaxVio without changing any token's router scores?",
+    ["The Switch aux loss with a large α", "The bias rule", "Neither: balance always changes the scores"],
+    1,
+    "The bias only enters the top-k choice; weights and scores stay as the language-model loss wants them. "
+    "The aux loss balances by bending the router weights themselves, and a large α fights the real objective "
+    "(here it even overshoots at α = 3).",
+)
+LS.write_params(P, SPECS)
