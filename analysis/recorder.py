@@ -300,7 +300,9 @@ def _normalise_docs(docs, labels) -> list[tuple[str, str, str]]:
         if isinstance(doc, str):
             doc_id, text, label = str(i), doc, ""
         elif hasattr(doc, "text"):
-            doc_id, text, label = str(getattr(doc, "doc_id", i)), doc.text, getattr(doc, "label", "") or ""
+            doc_id = getattr(doc, "doc_id", None)
+            doc_id = str(i) if doc_id is None or (isinstance(doc_id, int) and doc_id < 0) else str(doc_id)  # -1: unset
+            text, label = doc.text, getattr(doc, "label", "") or ""
         else:
             raise ValueError(f"document {i} is a {type(doc).__name__}, expected str or Doc")
         if labels is not None:
