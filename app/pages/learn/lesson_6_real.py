@@ -1,0 +1,81 @@
+"""Lesson 6: the toy's quantities on the real model, with links into the explorer pages preselected."""
+
+from urllib.parse import urlencode
+
+import numpy as np
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from analysis import teaching
+from app import figures, state
+from app import learn_state as LS
+
+P = "l6"
+SPECS = {"layer": LS.Spec(0, 0, 63)}
+LINKS = [  # (page file / url path, label, what to look at)
+    ("token_routing", "Token routing", "every token's scores, + bias, top-k and gate weights: lesson 2 on real text"),
+    ("heatmaps", "Expert heatmaps", "the load of each expert per layer and what each expert specialises in"),
+    ("training", "Training dynamics", "MaxVio_batch and the biases over training: lesson 3 at full scale"),
+]
+
+
+def find_run() -> tuple[str | None, str | None]:
+    """(display name, path) of the run selected in the sidebar, or the first run found; (None, None) if none."""
+    try:
+        runs = state.discover_runs()
+        path = state.current()[0]
+    except (ImportError, OSError, ValueError):
+        return None, None
+    names = {p: n for n, p in runs.items()}
+    if path in names:
+        return names[path], path
+    return next(iter(runs.items()), (None, None))
+
+
+params = LS.lesson_header("From toy to real", P, SPECS)
+st.markdown(
+    "The real model routes 256-dimensional hidden states instead of 2-D points, with one router per MoE layer, "
+    "but every step is the same: logits → scores → + bias → top-k → gate weights, and the same bias rule "
+    "keeps the load balanced during training."
+)
+name, path = find_run()
+row = teaching.last_history_row(path) if path else None
+layer = int(params["layer"])
+if row is None or not row.get("load"):
+    st.info(
+        "No trained run with a training history was found, so the real numbers can't be shown here. "
+        "Train one on the **Train** page (or start the app with `moe-explorer app --run RUN`); the links below "
+        "open the explorer pages anyway."
+    )
+else:
+    load_LE = np.asarray(row["load"], dtype=float)
+    st.session_state[LS.widget_key(P, "layer")] = min(layer, len(load_LE) - 1)  # fit this model's layers
+    st.number_input("MoE layer", 0, len(load_LE) - 1, key=LS.widget_key(P, "layer"))
+    layer = int(LS.get_params(P, SPECS)["layer"])
+    st.text(f"Run {name}, training step {row.get('step', '?')} (the last logged batch).")  # plain text: a user string
+    m = st.columns(3)
+    m[0].metric(f"MaxVio_batch, layer {layer}", f"{teaching.maxvio(load_LE[layer]):.3f}")
+    bias = np.asarray(row.get("bias") or [[0.0]], dtype=float)
+    if layer < len(bias):
+        m[1].metric("bias range", f"{bias[layer].min():+.4f} … {bias[layer].max():+.4f}")
+    m[2].metric("experts", load_LE.shape[1])
+    st.plotly_chart(figures.load_heatmap(load_LE), key="l6_load")
+
+st.subheader("Open the real thing")
+for page, label, what in LINKS:
+    query = {"layer": str(layer)} | ({"run": name} if name else {})
+    try:
+        st.page_link(f"pages/{page}.py", label=f"{label} (layer {layer})", query_params=query)
+    except StreamlitAPIException:  # outside the app's navigation (e.g. this page opened alone)
+        st.markdown(f"[{label} (layer {layer})]({page}?{urlencode(query)})")
+    st.caption(what)
+
+LS.predict_then_reveal(
+    P,
+    "In the real model, is the bias used to compute the gate weights?",
+    ["Yes, the gates come from score + bias", "No, only to choose the experts"],
+    1,
+    "Same as the toy: DeepSeek-V3 adds the bias only for the top-k choice; the Token routing page flags the "
+    "tokens whose choice the bias changed.",
+)
+LS.write_params(P, SPECS)
