@@ -258,6 +258,27 @@ def routing_steps_figure(steps: pd.DataFrame, shared_share: float | None = None)
 # ---------------------------------------------------------------- expert heatmaps
 
 
+def load_matrix(routing: pd.DataFrame, n_layers: int, n_experts: int) -> np.ndarray:
+    """(L, E) load: load[l, i] = routings (any rank) of tokens to expert i at layer l."""
+    flat = routing["layer"].to_numpy().astype(np.int64) * n_experts + routing["expert"].to_numpy().astype(np.int64)
+    return np.bincount(flat, minlength=n_layers * n_experts).reshape(n_layers, n_experts)
+
+
+def matrix_frame(m: np.ndarray, row_name: str, col_name: str, value_name: str, rows=None) -> pd.DataFrame:
+    """A matrix as a long table (row, column, value) for CSV download."""
+    m = np.asarray(m)
+    rows = list(range(m.shape[0])) if rows is None else list(rows)
+    r, c = np.meshgrid(np.arange(m.shape[0]), np.arange(m.shape[1]), indexing="ij")
+    row_values = np.asarray(rows, dtype=object)[r.ravel()]
+    return pd.DataFrame({row_name: row_values, col_name: c.ravel(), value_name: m.ravel()})
+
+
+def series_frame(series: Mapping[str, tuple[np.ndarray, np.ndarray]], value_name: str) -> pd.DataFrame:
+    """{run: (steps, values)} as a long table (run, step, value) for CSV download."""
+    parts = [pd.DataFrame({"run": name, "step": s, value_name: v}) for name, (s, v) in series.items()]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "step", value_name])
+
+
 def load_heatmap(load_LE: np.ndarray) -> go.Figure:
     """Layer x expert load share (each layer's loads divided by its total); hover shows counts."""
     load_LE = np.asarray(load_LE, dtype=np.float64)

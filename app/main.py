@@ -32,9 +32,10 @@ groups = {"Explore": explore}
 try:
     from app.pages.learn import LESSONS
 
-    groups["Learn"] = [
-        st.Page(HERE / "pages" / "learn" / file, title=title, icon=icon) for file, title, icon in LESSONS
-    ]
+    lessons = [(HERE / "pages" / "learn" / file, title, icon) for file, title, icon in LESSONS]
+    lessons = [st.Page(f, title=title, icon=icon) for f, title, icon in lessons if f.is_file()]
+    if lessons:
+        groups["Learn"] = lessons
 except ImportError:  # the Learn pages are optional
     pass
 

@@ -142,6 +142,10 @@ def current() -> tuple[str | None, int | None]:
 
 def require_run() -> tuple[str, int | None]:
     """The selected run and step, or stop the page with a message when there is none."""
+    if KEY_RUN not in st.session_state:
+        # the page runs without app/main.py: Streamlit's legacy pages/ mode serves a first request to
+        # /PAGE directly; draw the shared selector here so the page still works
+        sidebar_selector()
     path, step = current()
     if not path:
         st.info(
@@ -150,6 +154,19 @@ def require_run() -> tuple[str, int | None]:
         )
         st.stop()
     return path, step
+
+
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+
+def page_path(name: str) -> str:
+    """Absolute path of app/pages/NAME.py, for st.page_link (works whatever the entry script is)."""
+    return str(PAGES_DIR / f"{name}.py")
+
+
+def copy_key(src: str, dst: str) -> None:
+    """Widget callback: session_state[dst] = session_state[src] (e.g. a page slider driving the sidebar)."""
+    st.session_state[dst] = st.session_state[src]
 
 
 def sidebar_selector() -> None:

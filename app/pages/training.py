@@ -1,6 +1,60 @@
-"""training page (in progress)."""
+"""Training dynamics: load balance, MaxVio, biases and losses over training; a checkpoint slider; run overlay."""
 
 import streamlit as st
 
-st.title("training")
-st.info("Coming soon.")
+from app import figures as F
+from app import state
+
+path, step = state.require_run()
+runs = state.discover_runs()
+names = {p: n for n, p in runs.items()}
+st.title("Training dynamics")
+hist = state.history(path)
+if hist.empty:
+    st.info("This run has no training history yet.")
+    st.stop()
+
+L = len(state.get_run(path).config.moe_layers)
+c1, c2, c3 = st.columns([1, 3, 1])
+layer = c1.selectbox("MoE layer", range(L), index=state.layer_param(L), key="td_layer")
+others = c2.multiselect("Overlay runs", [p for p in runs.values() if p != path], format_func=names.get, key="td_runs")
+smooth = c3.slider("Smoothing", 0.0, 0.99, 0.8, key="td_smooth")
+histories = {names.get(p, p): state.history(p) for p in [path, *others]}
+evals = {names.get(p, p): state.eval_history(p) for p in [path, *others]}
+
+loss = {n: (h["step"].to_numpy(), h["loss"].to_numpy()) for n, h in histories.items() if "loss" in h}
+val = {n: (e["step"].to_numpy(), e["val_loss"].to_numpy()) for n, e in evals.items() if "val_loss" in e}
+vio = {n: F.maxvio_series(h, layer) for n, h in histories.items()}
+c1, c2 = st.columns(2)
+with c1:
+    st.plotly_chart(F.run_curves(loss, "Training loss", "loss", smooth), key="td_loss")
+    state.download_csv(F.series_frame(loss, "loss"), "train_loss.csv")
+with c2:
+    st.plotly_chart(F.run_curves(vio, f"MaxVio_batch, layer {layer}", "MaxVio", smooth), key="td_vio")
+    state.download_csv(F.series_frame(vio, "maxvio_batch"), f"maxvio_layer{layer}.csv")
+if val:
+    st.plotly_chart(F.run_curves(val, "Validation loss", "val loss"), key="td_val")
+    state.download_csv(F.series_frame(val, "val_loss"), "val_loss.csv")
+
+st.subheader(f"Run {names.get(path, path)}: experts at layer {layer}")
+c1, c2 = st.columns(2)
+with c1:
+    st.plotly_chart(F.load_share_curves(hist, layer), key="td_share")
+with c2:
+    st.plotly_chart(F.bias_curves(hist, layer), key="td_bias")
+steps, load = F.history_array(hist, "load")
+if load.ndim == 3:
+    table = F.matrix_frame(load[:, layer, :], "step", "expert", "load", rows=steps)
+    state.download_csv(table, f"load_layer{layer}.csv", "Download load per step (CSV)")
+
+st.subheader("Routing at a checkpoint")
+ckpts = state.checkpoints(path)
+if ckpts and step is not None:
+    st.session_state["td_ckpt"] = step  # follow the sidebar; moving this slider moves the sidebar too
+    st.select_slider("Checkpoint", ckpts, key="td_ckpt", on_change=state.copy_key, args=("td_ckpt", state.KEY_STEP))
+    trace = state.eval_trace(path, step)
+    if trace is not None:
+        load_LE = F.load_matrix(trace.routing, trace.n_layers, trace.n_experts)
+        st.plotly_chart(F.load_heatmap(load_LE), key="td_load")
+        state.download_csv(F.matrix_frame(load_LE, "layer", "expert", "load"), f"load_step{step}.csv")
+        st.page_link(state.page_path("heatmaps"), label="More views of this checkpoint on Expert heatmaps", icon="➡️")

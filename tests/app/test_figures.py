@@ -179,3 +179,13 @@ def test_projection_scatter_and_selection(tiny):
     assert F.selected_rows(points) == [10, 12]
     ctx = F.token_context(tokens, {0: "ab" + XSS}, [1], width=1)
     assert ctx.loc[0, "context"] == "a[b]<" and ctx.loc[0, "label"] == "code"
+
+
+def test_load_matrix_and_frames(tiny):
+    _, _, routing = tiny
+    load = F.load_matrix(routing, n_layers=2, n_experts=3)
+    assert load.tolist() == [[2, 2, 2], [2, 3, 1]]
+    long = F.matrix_frame(load, "layer", "expert", "load")
+    assert len(long) == 6 and long.iloc[4].tolist() == [1, 1, 3]
+    frame = F.series_frame({"a": (np.array([1, 2]), np.array([0.5, 0.25]))}, "loss")
+    assert frame.columns.tolist() == ["run", "step", "loss"] and frame["loss"].tolist() == [0.5, 0.25]
