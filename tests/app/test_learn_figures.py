@@ -1,0 +1,93 @@
+"""The Learn pages' figure builders, without Streamlit."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from analysis import teaching
+from app import learn_figures as LF
+from app.figures import expert_colors
+
+W = teaching.default_weights()
+
+
+def test_mix_and_stepped_colourscale():
+    assert LF._mix("#000000", "#ffffff") == "#7f7f7f"
+    scale = LF._stepped(["#111111", "#222222"])
+    assert scale == [[0.0, "#111111"], [0.5, "#111111"], [0.5, "#222222"], [1.0, "#222222"]]
+
+
+def test_regions_figure_top1_and_top2():
+    regions = teaching.decision_regions(W, np.zeros(4), lim=2.0, n=11)
+    points = np.array([[1.5, 0.1], [0.0, -1.5]])
+    fig = LF.regions_figure(regions, "top1", W, points, np.array([0, 3]))
+    assert isinstance(fig, go.Figure)
+    heat, scatter = fig.data
+    np.testing.assert_array_equal(heat.z, regions.top1)
+    assert heat.text[5][10] == "E0"  # the point (2, 0) is in expert 0's region
+    assert list(scatter.marker.color) == [expert_colors(4)[0], expert_colors(4)[3]]
+    assert len(fig.layout.annotations) == 4  # one arrow per weight vector
+    fig2 = LF.regions_figure(regions, "top2", W)
+    np.testing.assert_array_equal(fig2.data[0].z, regions.pair)
+    assert fig2.data[0].zmax == 5.5  # 6 pairs of 4 experts
+    assert fig2.data[0].text[5][10] == "E0+E1"  # E1 and E3 tie at (2, 0): the lower id wins
+
+
+def test_gate_steps_table_and_figure():
+    bias = np.array([0.0, 0.0, 0.0, 0.3])
+    steps = teaching.explain_token([1.0, 0.0], W, bias, top_k=2)
+    table = LF.gate_steps_table(steps, bias)
+    assert list(table["expert"]) == ["E0", "E1", "E2", "E3"]
+    # E0 wins on score, E3 second thanks to its bias (0.5 + 0.3 beats 0.5)
+    assert table["chosen (rank)"].tolist()[0] == 1 and table["chosen (rank)"].tolist()[3] == 2
+    assert np.isnan(table["chosen (rank)"].tolist()[1])
+    assert abs(table["gate weight"].sum() - 1) < 1e-12  # sigmoid gates are renormalised
+    assert table["gate weight"].iloc[1] == 0.0
+    fig = LF.gate_steps_figure(steps)
+    assert len(fig.data) == 4
+    np.testing.assert_allclose(fig.data[0].y, steps.logits)
+    np.testing.assert_allclose(fig.data[3].y, table["gate weight"])
+    assert list(fig.data[2].marker.line.width) == [3, 0, 0, 3]  # chosen experts outlined
+
+
+def test_output_figure_arrows():
+    steps = teaching.explain_token([1.0, 0.0], W, np.zeros(4), top_k=2)
+    fig = LF.output_figure(steps)
+    assert [t.name for t in fig.data][0] == "x (input)" and fig.data[-1].name == "output"
+    assert len(fig.data) == 2 + 2 + 1  # input, 2 experts, shared, output
+    np.testing.assert_allclose([fig.data[-1].x[1], fig.data[-1].y[1]], steps.output)
+
+
+def test_curves_and_bars():
+    fig = LF.maxvio_figure({"u = 0.001": np.array([1.0, 0.5]), "u = 0.01": np.array([1.0, 0.2])}, step=1)
+    assert [t.name for t in fig.data] == ["u = 0.001", "u = 0.01"]
+    assert fig.data[0].line.color == LF.RATE_COLORS[1e-3]
+    assert len(fig.layout.shapes) == 2  # threshold and current step
+    biases = np.zeros((3, 4))
+    assert len(LF.bias_figure(biases, step=2).data) == 4
+    bars = LF.load_figure(np.array([4, 2, 0, 2]))
+    np.testing.assert_array_equal(bars.data[0].y, [4, 2, 0, 2])
+    assert bars.layout.shapes[0].y0 == 2.0  # mean load line
+
+
+def test_tradeoff_figure():
+    rows = pd.DataFrame(
+        [
+            {"method": "switch", "label": "α=0.1", "maxvio": 0.5, "top1_changed": 0.2, "weight_change": 0.9},
+            {"method": "switch", "label": "α=1", "maxvio": 0.2, "top1_changed": 0.6, "weight_change": 2.8},
+            {"method": "bias", "label": "u=0.001", "maxvio": 0.03, "top1_changed": 0.2, "weight_change": 0.0},
+        ]
+    )
+    fig = LF.tradeoff_figure(rows)
+    assert [len(t.x) for t in fig.data] == [2, 1]
+    assert list(fig.data[1].y) == [0.03]
+
+
+def test_capacity_figure_marks_dropped():
+    topk = np.array([[0], [0], [0], [1]])
+    keep = teaching.capacity_keep(topk, 2, 1.0)
+    fig = LF.capacity_figure(topk, keep, 2)
+    kept, dropped = fig.data
+    assert list(kept.x) == [0, 1, 3] and list(dropped.x) == [2]
+    assert list(dropped.y) == ["E0"]
+    assert "1 of 4" in fig.layout.title.text
