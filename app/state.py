@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -392,6 +395,49 @@ def read_uploads(files: list[Any] | None) -> tuple[list[Upload], list[str]]:
         up = decode_upload(f.name, data)
         (good if up.error is None else errors).append(up if up.error is None else up.error)
     return good, errors
+
+
+# --- background training (Train page) -------------------------------------------------------------------------
+
+
+def train_command(out: Path, preset: str, steps: int, balance: list[str], experts: int, top_k: int) -> list[str]:
+    """The `moe-explorer train` command line the Train page runs (0 experts / top-k = the preset's)."""
+    cmd = [sys.executable, "-m", "app.cli", "train", "--preset", preset, "--out", str(out), "--steps", str(steps)]
+    cmd += ["--balance", *(balance or ["none"])]
+    if experts:
+        cmd += ["--experts", str(experts)]
+    if top_k:
+        cmd += ["--top-k", str(top_k)]
+    from moe_core.config import preset as model_preset
+
+    if model_preset(preset).vocab_size < 320:  # the tiny preset's 256 is below a byte-level tokenizer's 257
+        cmd += ["--vocab-size", "320"]
+    every = str(max(1, steps // 4))  # 4 checkpoints, so the checkpoint slider has something to show
+    return cmd + ["--corpus-size", "small", "--ckpt-every", every, "--eval-every", every, "--quiet"]
+
+
+def start_training(cmd: list[str], out: Path) -> dict:
+    """Start training as a background process (its own session, so stopping it signals only it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.parent / f"{out.name}.train.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    job = {"proc": proc, "pid": proc.pid, "out": str(out.resolve()), "log": str(log), "cmd": cmd}
+    st.session_state[KEY_TRAIN_PROC] = job
+    return job
+
+
+def stop_training(job: dict) -> None:
+    """SIGTERM: the trainer finishes its step, writes a checkpoint and exits."""
+    if job["proc"].poll() is None:
+        job["proc"].send_signal(signal.SIGTERM)
+
+
+def log_tail(path: str, lines: int = 8) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 # --- downloads -----------------------------------------------------------------------------------------------

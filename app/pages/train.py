@@ -1,6 +1,69 @@
-"""train page (in progress)."""
+"""Train: start a small training run in the background, watch its curves live, stop it."""
+
+import re
+from pathlib import Path
 
 import streamlit as st
 
-st.title("train")
-st.info("Coming soon.")
+from app import figures as F
+from app import state
+
+st.title("Train a model")
+st.caption(
+    "Runs `moe-explorer train` in the background on the built-in small corpus. The run is written to "
+    f"`{state.runs_dir()}/NAME` and appears in the sidebar's run selector; stopping it keeps its last checkpoint."
+)
+job = st.session_state.get(state.KEY_TRAIN_PROC)
+running = job is not None and job["proc"].poll() is None
+
+with st.form("train_form"):
+    c1, c2, c3 = st.columns(3)
+    name = c1.text_input("Run name", "my-run", help="letters, digits, - and _", key="train_name")
+    preset = c2.selectbox("Preset", ["tiny", "small", "default", "seed"], help="tiny trains fast", key="train_preset")
+    steps = c3.number_input("Steps", 1, 100_000, 200, step=50, key="train_steps")
+    c1, c2, c3 = st.columns(3)
+    strategies = ["aux_free", "switch", "seq", "comp", "zloss"]
+    hint = "aux_free = DeepSeek-V3 bias rule; switch/seq/comp/zloss = auxiliary losses"
+    balance = c1.multiselect("Balancing", strategies, ["aux_free"], help=hint, key="train_balance")
+    experts = c2.number_input("Experts (0 = preset)", 0, 64, 0, key="train_experts")
+    top_k = c3.number_input("Top-k (0 = preset)", 0, 8, 0, key="train_topk")
+    submitted = st.form_submit_button("Start training", type="primary", disabled=running)
+if submitted:
+    out = state.runs_dir() / name
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        st.error("The run name may only hold letters, digits, - and _ (at most 64 characters).")
+    elif out.exists():
+        st.error(f"A run named {name!r} already exists in {state.runs_dir()}; choose another name.")
+    elif top_k and experts and top_k > experts:
+        st.error("Top-k cannot exceed the number of experts.")
+    else:
+        job = state.start_training(state.train_command(out, preset, int(steps), balance, experts, top_k), out)
+        running = True
+        st.toast(f"Training {name} started")
+
+
+@st.fragment(run_every=2 if running else None)
+def live(job: dict) -> None:
+    """Status, curves and log of the background run; refreshes every 2 s while it runs."""
+    code = job["proc"].poll()
+    out = Path(job["out"])
+    st.markdown(f"**{out.name}**: " + ("running…" if code is None else f"finished (exit code {code})"))
+    if code is None and st.button("Stop training", key="train_stop"):
+        state.stop_training(job)
+        st.info("Stopping: the trainer finishes its step and writes a checkpoint.")
+    hist = state.history(str(out)) if (out / "run.json").is_file() else None
+    if hist is not None and len(hist):
+        steps = hist["step"].to_numpy()
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(F.run_curves({out.name: (steps, hist["loss"].to_numpy())}, "Loss", "loss"), key="train_loss")
+        c2.plotly_chart(F.run_curves({out.name: F.maxvio_series(hist)}, "MaxVio_batch (mean of layers)", "MaxVio"),
+                        key="train_vio")  # fmt: skip
+        st.progress(min(1.0, steps[-1] / max(1, int(job["cmd"][job["cmd"].index("--steps") + 1]))))
+    st.code(state.log_tail(job["log"]) or "(no output yet)", language=None)
+    if code is not None and running:
+        st.rerun(scope="app")  # stop refreshing; the run selector picks the finished run up
+
+
+if job is not None:
+    st.subheader("Current run")
+    live(job)
