@@ -187,7 +187,7 @@ def warm_up_umap() -> float:
     import umap
 
     X = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
-    umap.UMAP(n_components=2, n_neighbors=5, n_epochs=20, random_state=0).fit_transform(X)
+    umap.UMAP(n_components=2, n_neighbors=5, n_epochs=20, random_state=0, n_jobs=1).fit_transform(X)
     return time.perf_counter() - start
 
 
@@ -213,7 +213,8 @@ def _fit(X: np.ndarray, params: ProjectionParams) -> tuple[np.ndarray, dict[str,
         n_components=2,
         n_neighbors=min(params.n_neighbors, n - 1),
         min_dist=params.min_dist,
-        random_state=params.seed,  # seeded: reproducible, single-threaded
+        random_state=params.seed,  # seeded: reproducible, hence single-threaded
+        n_jobs=1,
     )
     return reducer.fit_transform(Z).astype(np.float32), {"pca_dims": int(dims)}
 

@@ -1,0 +1,215 @@
+"""A self-contained HTML routing report: one file that opens offline (plotly.js is inlined once).
+
+Sections: the run and the text, a per-layer metrics table, the layer x expert load heatmap, balance over
+training (MaxVio_batch per layer from the run's history rows), domain specialization (per layer: each
+label's share of routings to each expert divided by the uniform share 1/E), and a PCA projection of the
+last MoE layer's router inputs coloured by top-1 expert. Every user string (texts, labels, tokens, run
+names) is HTML-escaped before it reaches the page or a plotly hover label; plotly itself escapes `<`, `>`
+and `/` inside its JSON, so no text can close a <script>.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from analysis import metrics
+from analysis.trace import RoutingTrace
+
+MAX_DOCS_LISTED = 50  # documents listed in the report (with their first characters)
+SNIPPET_CHARS = 160
+
+
+def build_report(
+    trace: RoutingTrace, history: list[dict] | None = None, run_info: dict[str, Any] | None = None
+) -> str:
+    """The report as one HTML string (a few MB: plotly.js is inside)."""
+    from plotly.offline import get_plotlyjs
+
+    esc = html.escape
+    L, E = trace.n_layers, trace.n_experts
+    run_name = str((run_info or {}).get("name") or trace.meta.get("run") or "unnamed run")
+    step = trace.meta.get("step")
+    title = f"MoE routing report: {run_name}" + (f", step {step}" if step is not None else "")
+    load_LE = metrics.expert_load(trace.experts_array(), E)
+
+    sections = [
+        f"<h1>{esc(title)}</h1>",
+        f"<p>{trace.n_tokens:,} tokens in {len(trace.texts):,} document(s), {L} MoE layers, {E} experts, "
+        f"top-{trace.top_k}. Layer <i>l</i> is the <i>l</i>-th MoE layer (block {_blocks(trace)}).</p>",
+        "<h2>Per-layer metrics</h2>",
+        _metrics_table(trace),
+        "<h2>Expert load</h2>",
+        "<p>Share of each layer's routings that went to each expert (uniform = 1/E).</p>",
+        _fig_html(load_heatmap(load_LE)),
+        "<h2>Balance over training</h2>",
+        _fig_html(balance_figure(history)) if _has_maxvio(history) else "<p>No training history with MaxVio.</p>",
+        "<h2>Domain specialization</h2>",
+        _specialization_html(trace),
+        "<h2>Router input space (PCA)</h2>",
+        _projection_html(trace),
+        "<h2>Documents</h2>",
+        _docs_html(trace),
+    ]
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{esc(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+# --- figures (pure: arrays in, go.Figure out) ---------------------------------------------------------------
+
+
+def load_heatmap(load_LE: np.ndarray) -> go.Figure:
+    """Heatmap of load share per (layer, expert)."""
+    share = metrics.load_share(load_LE)
+    L, E = share.shape
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=[f"E{e}" for e in range(E)],
+            y=[f"layer {l}" for l in range(L)],
+            colorscale="Viridis",
+            colorbar=dict(title="share"),
+            hovertemplate="%{y}, %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(height=120 + 40 * L, margin=dict(l=60, r=20, t=20, b=40))
+    return fig
+
+
+def balance_figure(history: list[dict]) -> go.Figure:
+    """MaxVio_batch per layer against the training step (one line per MoE layer)."""
+    rows = [r for r in history if isinstance(r.get("maxvio_batch"), list) and "step" in r]
+    steps = [r["step"] for r in rows]
+    L = max(len(r["maxvio_batch"]) for r in rows)
+    fig = go.Figure()
+    for l in range(L):
+        values = [r["maxvio_batch"][l] if l < len(r["maxvio_batch"]) else None for r in rows]
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=f"layer {l}"))
+    fig.update_layout(xaxis_title="step", yaxis_title="MaxVio_batch", height=350, margin=dict(t=20))
+    return fig
+
+
+def specialization_figure(share_ratio: pd.DataFrame) -> go.Figure:
+    """Heatmap of (label share of routings to expert) / (1/E); index = label, columns = experts."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=share_ratio.to_numpy(),
+            x=[f"E{e}" for e in share_ratio.columns],
+            y=[html.escape(str(label)) for label in share_ratio.index],
+            colorscale="RdBu_r",
+            zmid=1.0,
+            colorbar=dict(title="x uniform"),
+            hovertemplate="%{y}, %{x}: %{z:.2f} x uniform<extra></extra>",
+        )
+    )
+    fig.update_layout(height=120 + 35 * len(share_ratio), margin=dict(l=80, r=20, t=20, b=40))
+    return fig
+
+
+def projection_figure(coords: pd.DataFrame) -> go.Figure:
+    """Scattergl of PCA coordinates, one trace per top-1 expert; hover shows the escaped token text."""
+    fig = go.Figure()
+    for e in sorted(coords["expert"].unique()):
+        part = coords[coords["expert"] == e]
+        hover = [html.escape(f"{t!r} ({d}, {lab})") for t, d, lab in zip(part.token_text, part.doc_id, part.label)]
+        fig.add_trace(
+            go.Scattergl(
+                x=part["x"], y=part["y"], mode="markers", name=f"E{e}", hovertext=hover, hoverinfo="text",
+                marker=dict(size=5, opacity=0.7),
+            )
+        )
+    fig.update_layout(height=500, xaxis_title="PC 1", yaxis_title="PC 2", margin=dict(t=20))
+    return fig
+
+
+# --- sections ------------------------------------------------------------------------------------------------
+
+
+def domain_share_ratio(trace: RoutingTrace, layer: int) -> pd.DataFrame:
+    """(labels x E) share of a label's routings at `layer` that go to expert i, divided by the uniform 1/E:
+    ratio[d, i] = E * count(label d, expert i) / (K * tokens of label d). 1 = no preference."""
+    labels = trace.tokens["label"].to_numpy()
+    experts = trace.experts_array()[:, layer, :]  # (T, K)
+    names = sorted(set(labels.tolist()))
+    out = np.zeros((len(names), trace.n_experts))
+    for j, name in enumerate(names):
+        mask = labels == name
+        counts = np.bincount(experts[mask].ravel(), minlength=trace.n_experts)
+        out[j] = trace.n_experts * counts / (trace.top_k * mask.sum())
+    return pd.DataFrame(out, index=names, columns=range(trace.n_experts))
+
+
+def _specialization_html(trace: RoutingTrace) -> str:
+    names = set(trace.tokens["label"].tolist())
+    if len(names) < 2:
+        return "<p>Only one label in this text: route labelled documents to compare domains.</p>"
+    parts = ["<p>Each label's share of routings to each expert, as a multiple of the uniform share 1/E.</p>"]
+    for layer in range(trace.n_layers):
+        parts.append(f"<h3>Layer {layer}</h3>")
+        parts.append(_fig_html(specialization_figure(domain_share_ratio(trace, layer))))
+    return "\n".join(parts)
+
+
+def _projection_html(trace: RoutingTrace) -> str:
+    from analysis.projections import project
+
+    if trace.hidden is None or len(trace.hidden_rows) < 3:
+        return "<p>This trace kept no router inputs (record with max_hidden &gt; 0).</p>"
+    layer = trace.n_layers - 1
+    p = project(trace, layer=layer)
+    sil = "n/a" if p.silhouette is None else f"{p.silhouette:.3f}"
+    return (
+        f"<p>Layer {layer}, {len(p.coords):,} tokens. Silhouette of the top-1 expert partition in the router "
+        f"input space: {sil}.</p>" + _fig_html(projection_figure(p.coords))
+    )
+
+
+def _metrics_table(trace: RoutingTrace) -> str:
+    table = metrics.summary(trace.routing, trace.n_experts, scores=trace.scores)
+    table.insert(1, "block", _blocks_list(trace))
+    return table.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0)
+
+
+def _docs_html(trace: RoutingTrace) -> str:
+    labels = trace.tokens.groupby("doc_id", sort=False)["label"].first()
+    counts = trace.tokens.groupby("doc_id", sort=False).size()
+    items = []
+    for doc_id in list(trace.texts)[:MAX_DOCS_LISTED]:
+        text = trace.texts[doc_id]
+        snippet = text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
+        label = labels.get(doc_id, "")
+        items.append(
+            f"<li><b>{html.escape(str(doc_id))}</b> [{html.escape(str(label))}], {int(counts.get(doc_id, 0))} tokens"
+            f"<pre>{html.escape(snippet)}</pre></li>"
+        )
+    more = len(trace.texts) - MAX_DOCS_LISTED
+    tail = f"<p>… and {more} more.</p>" if more > 0 else ""
+    return f"<ul>{''.join(items)}</ul>{tail}"
+
+
+def _fig_html(fig: go.Figure) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False)
+
+
+def _has_maxvio(history: list[dict] | None) -> bool:
+    return bool(history) and any(isinstance(r.get("maxvio_batch"), list) and "step" in r for r in history)
+
+
+def _blocks_list(trace: RoutingTrace) -> list:
+    blocks = trace.meta.get("layer_blocks")
+    return list(blocks) if isinstance(blocks, list) and len(blocks) == trace.n_layers else ["?"] * trace.n_layers
+
+
+def _blocks(trace: RoutingTrace) -> str:
+    return ", ".join(f"{l}→{b}" for l, b in enumerate(_blocks_list(trace)))

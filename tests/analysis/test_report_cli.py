@@ -1,0 +1,146 @@
+"""`moe-explorer route` / `report` on a tiny run built here, their one-line errors, and the HTML report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import moe_core
+from analysis.recorder import record
+from analysis.report import build_report, domain_share_ratio
+from analysis.trace import load
+from app.cli import main
+from moe_core.run import append_jsonl, save_weights, weights_path, write_json_atomic
+from moe_core.tokenizer import save_tokenizer, train_tokenizer
+
+TEXTS = {
+    "prose": "The river bends slowly past the old mill, and the town sleeps. " * 3,
+    "code": "for i in range(10):\n    total += i * i\nprint(total)\n" * 3,
+}
+XSS = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run directory by hand (run.json, tokenizer, one checkpoint, history, eval docs): no training needed."""
+    root = tmp_path_factory.mktemp("runs") / "tiny"
+    torch.manual_seed(0)
+    cfg = moe_core.preset("tiny")
+    cfg.vocab_size = 300
+    model = moe_core.build_model(cfg)
+    tok = train_tokenizer(list(TEXTS.values()), 300)
+    save_tokenizer(tok, root / "tokenizer.json")
+    write_json_atomic(root / "run.json", {"format": "moe-explorer-run/1", "name": "tiny-test", "model": cfg.to_dict()})
+    save_weights(weights_path(root, 2), model.state_dict(), {"config": cfg.to_dict(), "step": "2"})
+    for step in (1, 2):
+        append_jsonl(root / "history" / "train.jsonl", {"step": step, "loss": 5.0, "maxvio_batch": [0.5 / step, 0.7]})
+    for i, (label, text) in enumerate(TEXTS.items()):
+        append_jsonl(root / "eval" / "docs.jsonl", {"doc_id": i, "label": label, "text": text})
+    return root, model, tok
+
+
+def run_cli(argv, capsys):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_route_text_prints_tokens_and_load(tiny_run, capsys):
+    root, model, tok = tiny_run
+    text = "for i in range(3):\n pass"
+    rc, out, err = run_cli(["route", "--run", str(root), "--text", text, "--device", "cpu"], capsys)
+    assert rc == 0, err
+    expected = record(model, tok, text)
+    lines = out.splitlines()
+    assert lines[0].split() == ["doc", "pos", "token", "L0", "L1"]
+    assert len(lines) > expected.n_tokens + 3
+    shown = [line.split() for line in lines[1 : expected.n_tokens + 1]]
+    assert [s[2] for s in shown] == [t.replace(" ", "·").replace("\n", "\\n") for t in expected.tokens["token_text"]]
+    assert [[int(x) for x in s[3:]] for s in shown] == expected.experts_array()[:, :, 0].tolist()
+    assert "load per layer" in out and "layer 1 (block 1): MaxVio" in out
+    load0 = np.bincount(expected.experts_array()[:, 0].ravel(), minlength=4)
+    assert "tokens per expert: " + " ".join(map(str, load0)) in out
+
+
+def test_route_files_writes_parquet_and_csv(tiny_run, tmp_path, capsys):
+    root, model, _ = tiny_run
+    folder = tmp_path / "texts"
+    (folder / "code").mkdir(parents=True)
+    (folder / "prose").mkdir()
+    (folder / "code" / "a.py").write_text(TEXTS["code"])
+    (folder / "prose" / "b.txt").write_text(TEXTS["prose"])
+    out = tmp_path / "trace.parquet"
+    argv = ["route", "--run", str(root), str(folder), "--out", str(out), "--max-tokens", "3"]
+    rc, stdout, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    trace = load(out, expect_config=model.config)
+    assert set(trace.tokens["label"]) == {"code", "prose"} and trace.meta["step"] == 2
+    assert trace.meta["run"] == "tiny-test"
+    assert "more tokens" in stdout
+    rc, _, err = run_cli(["route", "--run", str(root), "--text", "hi there", "--out", str(tmp_path / "t.csv")], capsys)
+    assert rc == 0 and (tmp_path / "t.csv").read_text().startswith("token_row,layer,rank,expert")
+
+
+def test_one_line_errors(tiny_run, tmp_path, capsys, monkeypatch):
+    root, _, _ = tiny_run
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    cases = [
+        (["route", "--run", str(tmp_path / "nope"), "--text", "x"], "not a run directory"),
+        (["route", "--run", str(root), str(tmp_path / "missing.txt")], "no such file"),
+        (["route", "--run", str(root), str(empty)], "no usable text"),
+        (["route", "--run", str(root), str(binary)], "binary"),
+        (["route", "--run", str(root), "--text", "   "], "empty"),
+        (["route", "--run", str(root)], "nothing to route"),
+        (["route", "--run", str(root), "--checkpoint", "7", "--text", "x"], "no checkpoint at step 7"),
+        (["route", "--run", str(root), "--text", "x", "--out", str(tmp_path / "t.json")], ".parquet or .csv"),
+        (["report", "--run", str(root), "--text", str(binary), "--out", str(tmp_path / "r.html")], "binary"),
+    ]
+    for argv, message in cases:
+        rc, out, err = run_cli(argv, capsys)
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    monkeypatch.setattr("moe_core.run.default_run_path", lambda: tmp_path / "default_run")
+    rc, _, err = run_cli(["route", "--text", "x"], capsys)
+    assert rc == 2 and "default run" in err and "does not exist yet" in err
+
+
+def test_report_on_eval_docs(tiny_run, tmp_path, capsys):
+    root, _, _ = tiny_run
+    out = tmp_path / "report.html"
+    rc, stdout, err = run_cli(["report", "--run", str(root), "--out", str(out)], capsys)
+    assert rc == 0, err
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "tiny-test, step 2" in page
+    assert page.count("Plotly.newPlot") >= 4  # load, balance, specialization (2 layers), projection
+    assert "MaxVio_batch" in page and "Silhouette" in page
+    assert len(page) > 1_000_000  # plotly.js is inlined: the file opens offline
+    assert "cdn.plot.ly" not in page.split("</head>")[1]
+
+
+def test_report_escapes_user_text(tiny_run, tmp_path, capsys):
+    root, _, _ = tiny_run
+    evil = tmp_path / "evil.txt"
+    evil.write_text(f"hello {XSS} world")
+    out = tmp_path / "r.html"
+    rc, _, err = run_cli(["report", "--run", str(root), "--text", str(evil), "--out", str(out)], capsys)
+    assert rc == 0, err
+    page = out.read_text()
+    assert XSS not in page and "alert(1)" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_build_report_without_history_and_share_ratio(tiny_run):
+    _, model, tok = tiny_run
+    trace = record(model, tok, list(TEXTS.values()), labels=[f"<b>{XSS}", "code"], max_hidden=0)
+    page = build_report(trace, history=None, run_info={"name": XSS})
+    assert XSS not in page and "No training history" in page and "kept no router inputs" in page
+    ratio = domain_share_ratio(trace, 0)
+    # each label's routings sum to K per token: the ratios average to 1 over experts
+    np.testing.assert_allclose(ratio.to_numpy().mean(axis=1), 1.0)
+    code = trace.select_docs(labels=["code"])
+    counts = np.bincount(code.experts_array()[:, 0].ravel(), minlength=4)
+    np.testing.assert_allclose(ratio.loc["code"].to_numpy(), 4 * counts / (2 * code.n_tokens))
+    assert json.loads(json.dumps(trace.meta))["step"] is None
