@@ -1,0 +1,204 @@
+"""The Learn pages: URL parameter parsing (pure) and every lesson page under AppTest."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import state
+from app.learn_state import Spec, format_value, parse_value
+from app.pages.learn import LESSONS
+
+LEARN = Path(__file__).resolve().parents[2] / "app" / "pages" / "learn"
+
+
+def page(name: str, **params: str) -> AppTest:
+    at = AppTest.from_file(str(LEARN / name), default_timeout=30)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def warnings(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+# --- parsing (pure) ----------------------------------------------------------------------------------------
+
+
+def test_parse_value_good_bad_and_clamped():
+    assert parse_value("k", None, Spec(2, 1, 4)) == (2, [])
+    assert parse_value("k", "3", Spec(2, 1, 4)) == (3, [])
+    value, problems = parse_value("k", "9", Spec(2, 1, 4))
+    assert value == 4 and "clamped to 4" in problems[0]
+    value, problems = parse_value("k", "2.5", Spec(2, 1, 4))
+    assert value == 2 and "not a valid value" in problems[0]
+    for bad in ("nan", "inf", "1e999", "x"):
+        assert parse_value("c", bad, Spec(1.0, 0.25, 2.0))[0] == 1.0
+    assert parse_value("c", "0.1", Spec(1.0, 0.25, 2.0))[0] == 0.25
+    assert parse_value("on", "1", Spec(False)) == (True, [])
+    assert parse_value("on", "maybe", Spec(False))[0] is False
+    assert parse_value("score", "softmax", Spec("sigmoid", choices=("sigmoid", "softmax"))) == ("softmax", [])
+    assert parse_value("score", "<script>", Spec("sigmoid", choices=("sigmoid", "softmax")))[0] == "sigmoid"
+
+
+def test_parse_value_vectors_and_snapping():
+    spec = Spec((0.0, 0.0, 0.0), -1.0, 1.0)
+    assert parse_value("b", "0.1,-0.2,0", spec) == ((0.1, -0.2, 0.0), [])
+    value, problems = parse_value("b", "5,-5,0", spec)
+    assert value == (1.0, -1.0, 0.0) and len(problems) == 1  # one message per parameter
+    assert parse_value("b", "1,2", spec)[0] == (0.0, 0.0, 0.0)
+    assert parse_value("b", "1,x,2", spec)[0] == (0.0, 0.0, 0.0)
+    assert parse_value("b", "1," * 500, spec)[1] == ["`b` was too long; using the default."]
+    rates = Spec(1e-3, choices=(1e-4, 1e-3, 1e-2))
+    assert parse_value("u", "0.003", rates)[0] == 1e-3  # nearest on a log scale (midpoint 0.00316)
+    assert parse_value("u", "0.0033", rates)[0] == 1e-2
+    assert parse_value("u", "-1", rates)[0] == 1e-4
+
+
+def test_format_value():
+    assert format_value(True) == "1" and format_value(0.001) == "0.001" and format_value(3) == "3"
+    assert format_value((2.0, -0.5)) == "2,-0.5"
+    assert parse_value("w", format_value((2.0, -0.5)), Spec((0.0, 0.0)))[0] == (2.0, -0.5)
+
+
+def test_lessons_list_names_existing_pages():
+    assert len(LESSONS) == 6
+    for file, title, icon in LESSONS:
+        assert (LEARN / file).is_file() and title and icon.startswith(":material/")
+        lines = len((LEARN / file).read_text().splitlines())
+        assert 30 <= lines <= 110, (file, lines)
+
+
+# --- every page loads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("file", [lesson[0] for lesson in LESSONS])
+def test_each_lesson_loads_with_defaults(file):
+    at = page(file)
+    assert not at.exception, at.exception
+    assert not warnings(at)
+    assert len(at.radio) >= 1  # the predict-then-reveal question
+    assert any(e.label == "Reveal the answer" for e in at.expander)
+    assert at.query_params  # its settings were written into the URL
+
+
+@pytest.mark.parametrize(
+    "file, param, bad",
+    [
+        ("lesson_1_partition.py", "w", "1,2,3"),
+        ("lesson_2_gates.py", "k", "many"),
+        ("lesson_3_bias.py", "step", "-5"),
+        ("lesson_4_aux_loss.py", "alpha", "nan"),
+        ("lesson_5_capacity.py", "tokens", "1e9"),
+        ("lesson_6_real.py", "layer", "<b>x</b>"),
+    ],
+)
+def test_bad_query_parameter_gives_a_message_not_a_crash(file, param, bad):
+    at = page(file, **{param: bad})
+    assert not at.exception, at.exception
+    messages = warnings(at)
+    assert len(messages) == 1 and f"`{param}`" in messages[0]
+    assert bad not in messages[0]  # the user's string is never echoed
+    assert at.query_params[param] != bad  # the URL now holds a valid value
+
+
+def test_presentation_mode_from_the_url_injects_css_and_toggles_off():
+    at = page("lesson_1_partition.py", present="1")
+    assert at.toggle[0].value is True
+    assert any("<style>" in m.value and "stSidebar" in m.value for m in at.markdown)
+    at.toggle[0].set_value(False).run()
+    assert "present" not in at.query_params
+    assert not any("<style>" in m.value for m in at.markdown)
+
+
+# --- lesson widgets --------------------------------------------------------------------------------------------
+
+
+def test_lesson_1_opens_the_linked_router_and_writes_changes_back():
+    at = page("lesson_1_partition.py", w="1,1,0,2,-2,0,0,-2", b="0.1,0,0,0", view="top2", score="softmax")
+    assert [s.value for s in at.slider[:3]] == [1.0, 1.0, 0.1]  # w0x, w0y, b0 of expert 0
+    assert at.radio[0].value == "top2" and at.radio[1].value == "softmax"
+    chart = at.get("plotly_chart")[0].proto.spec  # the regions figure, as plotly JSON
+    assert '"heatmap"' in chart and "E0+E1" in chart  # top-2 pair regions
+    at.slider[0].set_value(3.0).run()
+    assert at.query_params["w"] == "3,1,0,2,-2,0,0,-2"
+
+
+def test_lesson_2_top_k_changes_the_chosen_experts():
+    at = page("lesson_2_gates.py", x="1,0", k="1")
+    table = at.dataframe[0].value
+    assert table["chosen (rank)"].notna().sum() == 1
+    assert float(table["gate weight"].sum()) == pytest.approx(1.0)
+    at.slider(key="l2_k").set_value(3).run()
+    assert at.dataframe[0].value["chosen (rank)"].notna().sum() == 3
+    assert at.query_params["k"] == "3"
+
+
+def test_lesson_3_step_button_moves_the_biases():
+    at = page("lesson_3_bias.py", step="150", u="0.001", seed="0")
+    before = metrics(at)
+    assert before["bias b0"] == "-0.1500"  # 150 steps of -0.001 on the overloaded expert 0
+    at.button[0].click().run()  # Step
+    after = metrics(at)
+    assert after["bias b0"] != before["bias b0"] and at.query_params["step"] == "151"
+    at.button[2].click().run()  # +100
+    assert at.query_params["step"] == "251"
+    assert float(metrics(at)["MaxVio"]) < 0.2  # u = 1e-3 has balanced by step ~224
+    at.button[3].click().run()  # Reset
+    assert metrics(at)["bias b0"] == "+0.0000" and at.query_params["step"] == "0"
+
+
+def test_lesson_3_rate_from_url_snaps_to_an_offered_rate():
+    at = page("lesson_3_bias.py", u="0.02", step="600")
+    assert "nearest, 0.01" in warnings(at)[0]
+    assert at.query_params["u"] == "0.01"
+
+
+def test_lesson_4_alpha_changes_the_switch_result():
+    def bend(at):  # (Switch, bias rule) columns: the same labels twice
+        return [float(m.value) for m in at.metric if m.label == "‖W − W₀‖"]
+
+    at = page("lesson_4_aux_loss.py", alpha="0.001")
+    weak = bend(at)
+    at.select_slider(key="l4_alpha").set_value(1.0).run()
+    strong = bend(at)
+    assert at.query_params["alpha"] == "1"
+    assert strong[0] > 2.0 > weak[0]  # measured 2.77 vs 0.01
+    assert weak[1] == strong[1] == 0.0  # the bias rule never touches the weights
+
+
+def test_lesson_5_capacity_from_url():
+    at = page("lesson_5_capacity.py", cap="0.5", tokens="16", k="1")
+    assert metrics(at)["Capacity per expert"] == str(math.ceil(0.5 * 16 * 1 / 4))
+    at.slider(key="l5_cap").set_value(2.0).run()
+    assert metrics(at)["Capacity per expert"] == "8"
+    assert at.query_params["cap"] == "2"
+
+
+def test_lesson_6_without_a_run_shows_links_and_a_message(monkeypatch):
+    monkeypatch.setattr(state, "discover_runs", lambda: {})
+    at = page("lesson_6_real.py", layer="1")
+    assert not at.exception
+    assert "No trained run" in at.info[0].value
+    links = [m.value for m in at.markdown if m.value.startswith("[")]
+    assert links[0] == "[Token routing (layer 1)](token_routing?layer=1)"
+    assert any("heatmaps?layer=1" in link for link in links) and any("training?layer=1" in link for link in links)
+
+
+def test_lesson_6_with_a_run_shows_its_numbers(monkeypatch, tmp_path):
+    (tmp_path / "history").mkdir()
+    row = {"step": 40, "load": [[10, 10, 10, 10], [30, 10, 0, 0]], "bias": [[0, 0, 0, 0], [-0.01, 0, 0.01, 0.01]]}
+    (tmp_path / "history" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setattr(state, "discover_runs", lambda: {"my run": str(tmp_path)})
+    at = page("lesson_6_real.py", layer="5")  # clamped to this model's last layer
+    assert not at.exception
+    assert metrics(at)["MaxVio_batch, layer 1"] == "2.000"  # (30 - 10) / 10
+    assert "Run my run, training step 40" in at.text[0].value
+    assert any("run=my+run" in m.value for m in at.markdown)
