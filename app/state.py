@@ -305,6 +305,38 @@ def _field(doc: Any, name: str) -> Any:
     return doc.get(name, "") if isinstance(doc, dict) else getattr(doc, name, "")
 
 
+# --- projections ---------------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _project(path: str, step: int | None, layer: int, method: str, _trace):
+    from analysis.projections import project
+
+    # the run's projections/ folder is the on-disk cache (precomputed for the shipped run; ignored if read-only)
+    return project(_trace, layer, method, cache_dir=Path(path) / "projections")
+
+
+def projection(path: str, step: int | None, layer: int, method: str):
+    """PCA/UMAP of the eval trace's router inputs at `layer`; UMAP runs inside st.status. None on error."""
+    trace = eval_trace(path, step)
+    done = st.session_state.setdefault("moe_projected", set())
+    try:
+        if method == "pca" or (path, step, layer, method) in done:
+            result = _project(path, step, layer, method, trace)
+        else:
+            with st.status(f"Computing UMAP of layer {layer}…", expanded=True) as status:
+                st.write(f"{len(trace.hidden_rows):,} router inputs; PCA to 32 dims, then UMAP.")
+                st.write("The first UMAP in a process compiles numba code: up to a minute. Later ones take seconds.")
+                result = _project(path, step, layer, method, trace)
+                how = "read from the cache" if result.from_cache else f"computed in {result.seconds:.1f} s"
+                status.update(label=f"UMAP of layer {layer} {how}", state="complete", expanded=False)
+    except ValueError as exc:
+        st.error(f"Cannot project: {exc}")
+        return None
+    done.add((path, step, layer, method))
+    return result
+
+
 # --- history -----------------------------------------------------------------------------------------------
 
 
