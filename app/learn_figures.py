@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.teaching import GateSteps, Regions
+from analysis.teaching import BalanceResult, GateSteps, Regions, decision_regions
 from app.figures import expert_colors
 
 RATE_COLORS = {1e-4: "#7f7f7f", 1e-3: "#2ca02c", 1e-2: "#d62728"}  # slow / good / oscillating
@@ -104,6 +104,13 @@ def regions_figure(
     fig.update_yaxes(range=[-lim, lim], scaleanchor="x", scaleratio=1, title="x₂")
     fig.update_layout(title=title or ("Top-2 pairs" if mode == "top2" else "Top-1 expert"), height=480)
     return fig
+
+
+def router_figure(
+    W_E2: np.ndarray, bias_E: np.ndarray, score_func: str, lim: float = 2.0, title: str = ""
+) -> go.Figure:
+    """Top-1 regions of a router (computed on an 81 x 81 grid) with its weight arrows."""
+    return regions_figure(decision_regions(W_E2, bias_E, score_func, lim, 81), "top1", W_E2, title=title)
 
 
 def gate_steps_table(steps: GateSteps, bias_E: np.ndarray) -> pd.DataFrame:
@@ -222,10 +229,26 @@ def load_figure(load_E: np.ndarray, title: str = "Load per expert") -> go.Figure
     return fig
 
 
+def tradeoff_rows(results: Mapping[tuple[str, float], BalanceResult]) -> pd.DataFrame:
+    """One row per run {(method, alpha or u): result}: method, label, maxvio, top1_changed, weight_change."""
+    return pd.DataFrame(
+        [
+            {
+                "method": method,
+                "label": f"α={value:g}" if method == "switch" else f"u={value:g}",
+                "maxvio": r.maxvio,
+                "top1_changed": r.top1_changed,
+                "weight_change": r.weight_change,
+            }
+            for (method, value), r in results.items()
+        ]
+    )
+
+
 def tradeoff_figure(rows: pd.DataFrame) -> go.Figure:
     """Balance achieved (MaxVio, lower is better) vs how far the router bent (top-1 changed), one dot per run.
 
-    `rows` has columns method, label, maxvio, top1_changed, weight_change."""
+    `rows` is `tradeoff_rows(...)`: columns method, label, maxvio, top1_changed, weight_change."""
     fig = go.Figure()
     for method, color, symbol in (("switch", "#1f77b4", "circle"), ("bias", "#2ca02c", "star")):
         part = rows[rows["method"] == method]

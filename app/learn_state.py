@@ -222,17 +222,16 @@ ROUTER_SPECS = {
 }
 
 
-def router_controls(prefix: str, show_bias: bool = True, label: str = "Router weights and biases") -> None:
+def router_controls(prefix: str, label: str = "Router weights and biases", expanded: bool = True) -> None:
     """Sliders for each expert's weight vector (w_e = (w_ex, w_ey)) and bias, one column per expert."""
-    with st.expander(label, expanded=True):
+    with st.expander(label, expanded=expanded):
         cols = st.columns(N_EXPERTS)
         for e, col in enumerate(cols):
             with col:
                 st.markdown(f"**Expert E{e}**")
                 st.slider(f"w{e} x", -W_LIM, W_LIM, step=0.1, key=widget_key(prefix, "w", 2 * e))
                 st.slider(f"w{e} y", -W_LIM, W_LIM, step=0.1, key=widget_key(prefix, "w", 2 * e + 1))
-                if show_bias:
-                    st.slider(f"b{e}", -B_LIM, B_LIM, step=0.01, key=widget_key(prefix, "b", e))
+                st.slider(f"b{e}", -B_LIM, B_LIM, step=0.01, key=widget_key(prefix, "b", e))
 
 
 def weights_array(params: dict) -> tuple:

@@ -1,7 +1,6 @@
 """The Learn pages' figure builders, without Streamlit."""
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 
 from analysis import teaching
@@ -70,17 +69,28 @@ def test_curves_and_bars():
     assert bars.layout.shapes[0].y0 == 2.0  # mean load line
 
 
-def test_tradeoff_figure():
-    rows = pd.DataFrame(
-        [
-            {"method": "switch", "label": "α=0.1", "maxvio": 0.5, "top1_changed": 0.2, "weight_change": 0.9},
-            {"method": "switch", "label": "α=1", "maxvio": 0.2, "top1_changed": 0.6, "weight_change": 2.8},
-            {"method": "bias", "label": "u=0.001", "maxvio": 0.03, "top1_changed": 0.2, "weight_change": 0.0},
-        ]
-    )
+def _result(method, maxvio, changed, bend):
+    return teaching.BalanceResult(method, maxvio, changed, 0.0, bend, np.zeros(3), W, np.zeros(4))
+
+
+def test_tradeoff_rows_and_figure():
+    results = {
+        ("switch", 0.1): _result("switch", 0.5, 0.2, 0.9),
+        ("switch", 1.0): _result("switch", 0.2, 0.6, 2.8),
+        ("bias", 0.001): _result("bias", 0.03, 0.2, 0.0),
+    }
+    rows = LF.tradeoff_rows(results)
+    assert rows["label"].tolist() == ["α=0.1", "α=1", "u=0.001"]
+    assert rows["weight_change"].tolist() == [0.9, 2.8, 0.0]
     fig = LF.tradeoff_figure(rows)
     assert [len(t.x) for t in fig.data] == [2, 1]
     assert list(fig.data[1].y) == [0.03]
+
+
+def test_router_figure_uses_the_bias():
+    fig = LF.router_figure(W, np.array([0.0, 0.0, 1.0, 0.0]), "sigmoid", lim=1.0, title="t")
+    assert set(np.unique(fig.data[0].z)) == {2}  # a bias of 1 makes E2 win everywhere in [-1, 1]^2
+    assert fig.layout.title.text == "t"
 
 
 def test_capacity_figure_marks_dropped():

@@ -155,6 +155,14 @@ def test_lesson_3_step_button_moves_the_biases():
     assert metrics(at)["bias b0"] == "+0.0000" and at.query_params["step"] == "0"
 
 
+def test_lesson_3_play_runs_to_the_last_step_and_stops():
+    at = page("lesson_3_bias.py", step="592")
+    at.toggle(key="l3_play").set_value(True).run()  # 597, then 600 and Play switches itself off
+    assert at.query_params["step"] == "600"
+    assert at.toggle(key="l3_play").value is False
+    assert not at.exception
+
+
 def test_lesson_3_rate_from_url_snaps_to_an_offered_rate():
     at = page("lesson_3_bias.py", u="0.02", step="600")
     assert "nearest, 0.01" in warnings(at)[0]

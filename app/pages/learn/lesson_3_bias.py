@@ -1,5 +1,7 @@
 """Lesson 3: a skewed token stream overloads two experts; the aux-loss-free bias rule restores balance."""
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -10,6 +12,7 @@ from app import learn_state as LS
 P = "l3"
 RATES = (1e-4, 1e-3, 1e-2)  # slow / good / oscillating
 N_STEPS, BATCH, SHOWN = 600, 4096, 200  # steps simulated, tokens per step, tokens drawn per step
+PLAY_STRIDE, PLAY_PAUSE = 5, 0.4  # Play advances this many steps per rerun, pausing this many seconds
 SPECS = {
     **LS.ROUTER_SPECS,
     "u": LS.Spec(1e-3, choices=RATES),
@@ -39,17 +42,21 @@ st.markdown(
     "(Wang et al. 2024, DeepSeek-V3) nudges every bias: **b_i ← b_i + u · sign(mean load − load_i)**. "
     "Overloaded experts go down, idle ones go up, until the load evens out. MaxVio = (max load − mean) / mean."
 )
+playing = st.session_state.get(f"{P}_play", False)
+if playing:  # Play: advance before the Step widget is drawn, rerun at the end of the page
+    _move(PLAY_STRIDE)
+    st.session_state[f"{P}_play"] = st.session_state[LS.widget_key(P, "step")] < N_STEPS
 c1, c2, c3 = st.columns([2, 1, 1])
 c1.select_slider("Rate u", RATES, key=LS.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
 c2.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
 c3.number_input("Step", 0, N_STEPS, key=LS.widget_key(P, "step"))
-b1, b2, b3, b4 = st.columns(4)
+b0, b1, b2, b3, b4 = st.columns(5)
+b0.toggle("Play", key=f"{P}_play", help=f"{PLAY_STRIDE} steps every {PLAY_PAUSE} s")
 b1.button("Step ▶", on_click=_move, args=(1,), width="stretch")
 b2.button("+10 ▶▶", on_click=_move, args=(10,), width="stretch")
 b3.button("+100 ▶▶▶", on_click=_move, args=(100,), width="stretch")
 b4.button("Reset ⟲", on_click=_move, args=(-N_STEPS,), width="stretch")
-with st.expander("Router weights and starting biases"):
-    LS.router_controls(P, label="Weights (as in lesson 1); b = biases at step 0")
+LS.router_controls(P, "Router weights (as in lesson 1) and biases at step 0", expanded=False)
 params = LS.get_params(P, SPECS)
 
 runs, shown = simulate(params["w"], params["b"], params["score"], params["seed"])
@@ -91,3 +98,6 @@ LS.predict_then_reveal(
     "takes small enough steps to settle; u = 1e-4 would settle too, but takes ten times longer.",
 )
 LS.write_params(P, SPECS)
+if playing and st.session_state[f"{P}_play"]:
+    time.sleep(PLAY_PAUSE)
+    st.rerun()

@@ -1,7 +1,6 @@
 """Lesson 4: the same toy balanced by a Switch aux loss (gradient on the router) vs the bias rule."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from analysis import teaching
@@ -55,36 +54,10 @@ for col, res, name in (
 st.plotly_chart(
     LF.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))}), key="l4_curves"
 )
-rows = pd.DataFrame(
-    [
-        {
-            "method": m,
-            "label": f"α={v:g}" if m == "switch" else f"u={v:g}",
-            "maxvio": r.maxvio,
-            "top1_changed": r.top1_changed,
-            "weight_change": r.weight_change,
-        }
-        for (m, v), r in results.items()
-    ]
-)
-st.plotly_chart(LF.tradeoff_figure(rows), key="l4_tradeoff")
+st.plotly_chart(LF.tradeoff_figure(LF.tradeoff_rows(results)), key="l4_tradeoff")
 left, right = st.columns(2)
-zero = np.zeros(LS.N_EXPERTS)
-left.plotly_chart(
-    LF.regions_figure(
-        teaching.decision_regions(sw.W, zero, "softmax", 2.0, 81), "top1", sw.W, title="Router after the aux loss"
-    ),
-    key="l4_sw",
-)
-right.plotly_chart(
-    LF.regions_figure(
-        teaching.decision_regions(bi.W, bi.bias, "softmax", 2.0, 81),
-        "top1",
-        bi.W,
-        title="Router + biases after the bias rule",
-    ),
-    key="l4_bias",
-)
+left.plotly_chart(LF.router_figure(sw.W, np.zeros(4), "softmax", title="Router after the aux loss"), key="l4_sw")
+right.plotly_chart(LF.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule"), key="l4_b")
 st.caption(
     f"Each run: {N_STEPS} steps of {BATCH:,} tokens. Both must re-route some tokens to balance; only the "
     "aux loss also changes the scores that become every token's gate weights."

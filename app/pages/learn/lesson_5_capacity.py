@@ -29,8 +29,7 @@ c1.slider("Capacity factor C", 0.25, 2.0, step=0.05, key=LS.widget_key(P, "cap")
 c2.slider("Tokens T", 8, 64, key=LS.widget_key(P, "tokens"))
 c3.radio("top-k", [1, 2], key=LS.widget_key(P, "k"), horizontal=True)
 c4.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
-with st.expander("Router (as in lesson 1)"):
-    LS.router_controls(P)
+LS.router_controls(P, "Router (as in lesson 1)", expanded=False)
 params = LS.get_params(P, SPECS)
 
 W, b = LS.weights_array(params)
