@@ -1,6 +1,63 @@
-"""heatmaps page (in progress)."""
+"""Expert heatmaps: load per layer, domain specialization, top tokens, co-activation, cross-layer flow."""
 
 import streamlit as st
 
-st.title("heatmaps")
-st.info("Coming soon.")
+from analysis import metrics
+from app import figures as F
+from app import state
+
+path, step = state.require_run()
+st.title("Expert heatmaps")
+source = st.radio("Texts", ["Eval documents of this run", "My labelled files"], horizontal=True, key="hm_source",
+                  help="Files: each file is one domain (its name), or a .csv with columns label,text. "
+                  + state.LIMITS_TEXT)  # fmt: skip
+if source == "My labelled files":
+    files = st.file_uploader("Labelled files", type=state.UPLOAD_TYPES, accept_multiple_files=True, key="hm_files")
+    good, errors = state.read_uploads(files)
+    for message in errors:
+        st.error(message)
+    docs, _ = state.limit_docs(path, state.docs_from_uploads(good))
+    trace = state.route_trace(path, step, docs) if docs else None
+else:
+    trace = state.eval_trace(path, step)
+if trace is None:
+    st.info("No texts to analyse yet.")
+    st.stop()
+
+L, E, K = trace.n_layers, trace.n_experts, trace.top_k
+layer = st.selectbox("MoE layer", range(L), index=state.layer_param(L), key="hm_layer")
+experts = trace.experts_array()
+st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}")
+
+load = metrics.expert_load(experts, E)
+st.plotly_chart(F.load_heatmap(load), key="hm_load")
+state.download_csv(F.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
+
+st.subheader(f"Domain specialization, layer {layer}")
+ratio, share = F.domain_ratio_table(trace.tokens, trace.routing, layer, E, K)
+if len(ratio) >= 1:
+    st.plotly_chart(F.specialization_heatmap(ratio, share), key="hm_spec")
+    state.download_csv(ratio.rename_axis("label").reset_index(), f"specialization_layer{layer}.csv")
+else:
+    st.caption("These texts carry no domain labels.")
+
+st.subheader(f"Top tokens per expert, layer {layer}")
+top = F.top_tokens_table(trace.tokens, trace.routing, layer)
+st.dataframe(top, hide_index=True, key="hm_top")
+state.download_csv(top, f"top_tokens_layer{layer}.csv")
+
+c1, c2 = st.columns(2)
+with c1:
+    co = metrics.coactivation(experts, E)
+    st.plotly_chart(F.coactivation_heatmap(co.cond_LEE[layer], co.lift_LEE[layer]), key="hm_coact")
+    table = F.matrix_frame(co.cond_LEE[layer], "expert_i", "expert_j", "p_j_given_i")
+    table["lift"] = co.lift_LEE[layer].ravel()
+    state.download_csv(table, f"coactivation_layer{layer}.csv")
+with c2:
+    if L > 1:
+        min_share = st.slider("Hide links below this share", 0.0, 0.2, 0.01, key="hm_min_share")
+        flow = F.flow_frame(metrics.cross_layer_flow(experts, E))
+        st.plotly_chart(F.flow_sankey(flow, L, E, min_share), key="hm_flow")
+        state.download_csv(flow, "cross_layer_flow.csv")
+    else:
+        st.caption("Cross-layer flow needs at least two MoE layers.")
