@@ -136,9 +136,7 @@ class RoutingRecorder:
         out = {key: np.stack([p[key] for p in per_layer], axis=1) for key in per_layer[0]}
         out["hidden"] = out["hidden_rows"] = None
         if self._hidden_rows:
-            out["hidden"] = np.stack(
-                [torch.cat(chunks).cpu().numpy() for chunks in self._hidden], axis=1
-            )  # (M, L, D)
+            out["hidden"] = np.stack([torch.cat(chunks).cpu().numpy() for chunks in self._hidden], axis=1)  # (M, L, D)
             out["hidden_rows"] = np.concatenate(self._hidden_rows)
         return out
 

@@ -24,9 +24,7 @@ MAX_DOCS_LISTED = 50  # documents listed in the report (with their first charact
 SNIPPET_CHARS = 160
 
 
-def build_report(
-    trace: RoutingTrace, history: list[dict] | None = None, run_info: dict[str, Any] | None = None
-) -> str:
+def build_report(trace: RoutingTrace, history: list[dict] | None = None, run_info: dict[str, Any] | None = None) -> str:
     """The report as one HTML string (a few MB: plotly.js is inside)."""
     from plotly.offline import get_plotlyjs
 
@@ -125,7 +123,12 @@ def projection_figure(coords: pd.DataFrame) -> go.Figure:
         hover = [html.escape(f"{t!r} ({d}, {lab})") for t, d, lab in zip(part.token_text, part.doc_id, part.label)]
         fig.add_trace(
             go.Scattergl(
-                x=part["x"], y=part["y"], mode="markers", name=f"E{e}", hovertext=hover, hoverinfo="text",
+                x=part["x"],
+                y=part["y"],
+                mode="markers",
+                name=f"E{e}",
+                hovertext=hover,
+                hoverinfo="text",
                 marker=dict(size=5, opacity=0.7),
             )
         )

@@ -334,9 +334,7 @@ def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:
         routing = _cast(wide[list(ROUTING_COLUMNS)].reset_index(drop=True), ROUTING_COLUMNS)
         tokens = _cast(wide[list(TOKEN_COLUMNS)].iloc[:: L * K].reset_index(drop=True), TOKEN_COLUMNS)
         tokens.index = pd.RangeIndex(n, name="token_row")
-        token_layer = _cast(
-            wide[list(TOKEN_LAYER_COLUMNS)].iloc[::K].reset_index(drop=True), TOKEN_LAYER_COLUMNS
-        )
+        token_layer = _cast(wide[list(TOKEN_LAYER_COLUMNS)].iloc[::K].reset_index(drop=True), TOKEN_LAYER_COLUMNS)
         arrays: dict[str, np.ndarray] = {}
         if header.get("sidecar"):
             sidecar = path.with_name(header["sidecar"])
