@@ -891,9 +891,18 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"nothing to resume: {out} has no run.json")
         base = TrainConfig.from_dict(run.info.get("train", {}))
         # only the length and the logging/checkpoint cadence may change on resume
-        for arg in ("batch_size", "seq_len", "lr", "seed", "warmup"):
-            if getattr(args, arg, None) is not None:
-                raise ValueError(f"--{arg.replace('_', '-')} cannot change on --resume")
+        for arg, field in (
+            ("batch_size", "batch_size"),
+            ("seq_len", "seq_len"),
+            ("lr", "lr"),
+            ("seed", "seed"),
+            ("warmup", "warmup_steps"),
+        ):
+            value = getattr(args, arg, None)
+            if value is not None and value != getattr(base, field):
+                raise ValueError(
+                    f"--{arg.replace('_', '-')} cannot change on --resume (the run used {getattr(base, field)})"
+                )
         cfg = train_config_from_args(args, base)
         if run.latest_step() is not None and run.latest_step() >= cfg.steps:
             print(f"{out}: already trained to step {run.latest_step()} (pass a larger --steps to continue)")
