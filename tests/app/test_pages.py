@@ -1,0 +1,130 @@
+"""AppTest for every page against the tiny run: loads, main widgets work, uploads good and bad, escaping."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import state
+from tests.app.conftest import ROOT
+
+XSS = "<script>alert(1)</script>"
+PAGES = ["overview", "token_routing", "heatmaps", "training", "geometry", "train"]
+
+
+def open_page(entry: str, page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(entry, default_timeout=90)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def markdown_html(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown if "moe-tokens" in m.value)
+
+
+def shown_text(html: str) -> str:
+    """The text a browser displays for the coloured-token HTML."""
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", html.replace("<br>", "\n")))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_loads(app_env, entry, page):
+    at = open_page(entry, page)
+    assert not at.error, [e.value for e in at.error]
+    assert at.sidebar.selectbox[0].label == "Run"
+    assert at.title[0].value
+
+
+def test_overview_shows_the_model_card(app_env, entry):
+    at = open_page(entry)  # the default page
+    values = {m.label: m.value for m in at.metric}
+    assert values["Experts × top-k"] == "4 × 2"
+    assert values["Steps"] == "20"
+
+
+def test_checkpoint_selector_is_shared(app_env, entry):
+    at = open_page(entry, "training")
+    assert at.sidebar.select_slider[0].value == 20
+    at.select_slider(key="td_ckpt").set_value(10).run()  # the page slider drives the sidebar
+    assert not at.exception
+    assert at.session_state[state.KEY_STEP] == 10
+    assert at.sidebar.select_slider[0].value == 10
+
+
+def test_token_routing_escapes_user_text(app_env, entry):
+    at = open_page(entry, "token_routing")
+    at.text_area(key=state.KEY_TEXT).set_value(XSS + " & friends").run()
+    assert not at.exception
+    html = markdown_html(at)
+    assert "<script" not in html and "&lt;" in html and "&amp;" in html
+    assert shown_text(html) == XSS + " & friends"
+    assert html.count("<span") >= 5  # every token coloured
+    at.number_input(key="tr_token").set_value(2).run()
+    assert not at.exception
+    assert any("Token 2" in m.value for m in at.markdown)
+    assert [b.label for b in at.get("download_button")][-2:] == ["Trace (CSV)", "Trace (Parquet)"]
+
+
+def test_token_routing_layer_query_param(app_env, entry):
+    at = open_page(entry, None, layer="1")
+    at.switch_page(str(ROOT / "app" / "pages" / "token_routing.py")).run()
+    at.radio(key="tr_source").set_value("Sample").run()
+    assert at.slider(key=state.KEY_LAYER).value == 1
+    assert "E" in markdown_html(at)
+
+
+def test_token_routing_uploads(app_env, entry):
+    at = open_page(entry, "token_routing")
+    at.radio(key="tr_source").set_value("Upload files").run()
+    uploader = at.get("file_uploader")[0]
+    uploader.set_value([("bin.txt", b"\x89PNG\x00\x00\x01", "text/plain"), ("empty.md", b"  \n", "text/markdown")])
+    at.run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "bin.txt: looks like a binary file" in errors and "empty.md: the file is empty" in errors
+    assert not markdown_html(at)
+    at.get("file_uploader")[0].set_value([("good.py", "x = 'héllo'\n".encode("utf-16"), "text/x-python")])
+    at.run()
+    assert not at.exception and not at.error
+    assert shown_text(markdown_html(at)) == "x = 'héllo'\n"
+
+
+def test_heatmaps_and_geometry_widgets(app_env, entry):
+    at = open_page(entry, "heatmaps", layer="1")
+    assert at.selectbox(key="hm_layer").value == 1
+    at.slider(key="hm_min_share").set_value(0.1).run()
+    assert not at.exception
+    at = open_page(entry, "geometry")
+    for color in ("domain", "token"):
+        at.radio(key="geo_color").set_value(color).run()
+        assert not at.exception
+    assert at.metric[0].value != "0"
+
+
+def test_train_page_validates_the_form(app_env, entry):
+    at = open_page(entry, "train")
+    at.text_input(key="train_name").set_value("bad name!")
+    at.button[0].click().run()
+    assert "letters, digits" in at.error[0].value
+
+
+def test_decode_upload():
+    assert state.decode_upload("a.txt", "héllo".encode()).text == "héllo"
+    assert state.decode_upload("a.txt", b"\xef\xbb\xbfhi").text == "hi"  # UTF-8 BOM dropped
+    assert state.decode_upload("a.csv", "x,y".encode("utf-16")).text == "x,y"
+    assert "not UTF-8" in state.decode_upload("a.txt", b"caf\xe9").error
+    assert "binary" in state.decode_upload("a.md", b"ab\x00cd").error
+    assert "empty" in state.decode_upload("a.md", b"").error
+    assert "too large" in state.decode_upload("a.md", b"a" * 11, max_bytes=10).error
+    assert "unsupported" in state.decode_upload("a.exe", b"MZ").error
+    docs = state.docs_from_uploads(
+        [state.Upload("d.csv", "label,text\ncode,x = 1\nprose,Hello\n", None), state.Upload("notes.md", "hi", None)]
+    )
+    assert docs == [("d.csv#0", "code", "x = 1"), ("d.csv#1", "prose", "Hello"), ("notes.md", "notes", "hi")]
