@@ -67,14 +67,33 @@ def regions_figure(
             name="regions",
         )
     )
+    lim = float(regions.xs.max())
+    if mode == "top2":  # name each pair region at its centre (regions are convex-ish wedges)
+        gx, gy = np.meshgrid(regions.xs, regions.ys)
+        for p in np.unique(z):
+            inside = z == p
+            fig.add_annotation(
+                x=float(gx[inside].mean()),
+                y=float(gy[inside].mean()),
+                text=names[p],
+                showarrow=False,
+                font=dict(size=13, color="#222222"),
+                bgcolor="rgba(255,255,255,0.6)",
+            )
     if points_T2 is not None and len(points_T2):
         experts = np.zeros(len(points_T2), dtype=int) if point_expert_T is None else np.asarray(point_expert_T)
+        big = len(points_T2) <= 5  # a single picked token gets a large marker
         fig.add_trace(
             go.Scatter(
                 x=points_T2[:, 0],
                 y=points_T2[:, 1],
                 mode="markers",
-                marker=dict(color=[colors[e] for e in experts], size=6, line=dict(width=0.5, color="white")),
+                marker=dict(
+                    color=[colors[e] for e in experts],
+                    size=16 if big else 6,
+                    symbol="star" if big else "circle",
+                    line=dict(width=1.5 if big else 0.5, color="black" if big else "white"),
+                ),
                 text=[f"E{e}" for e in experts],
                 hovertemplate="token at (%{x:.2f}, %{y:.2f}) → %{text}<extra></extra>",
                 name="tokens",
@@ -82,7 +101,11 @@ def regions_figure(
             )
         )
     if W_E2 is not None:
-        for e, (wx, wy) in enumerate(np.asarray(W_E2)):
+        # arrows longer than the view are shortened to fit; labels sit just past the tips
+        W = np.asarray(W_E2, dtype=float)
+        norms = np.linalg.norm(W, axis=1, keepdims=True)
+        tips = W * np.minimum(1.0, 0.85 * lim / np.maximum(norms, 1e-9))
+        for e, (wx, wy) in enumerate(tips):
             fig.add_annotation(
                 x=wx,
                 y=wy,
@@ -96,10 +119,20 @@ def regions_figure(
                 arrowhead=3,
                 arrowwidth=3,
                 arrowcolor=colors[e],
-                text=f"w{e}",
-                font=dict(color=colors[e], size=14),
+                text="",
             )
-    lim = float(regions.xs.max())
+        fig.add_trace(
+            go.Scatter(
+                x=tips[:, 0] * 1.12,
+                y=tips[:, 1] * 1.12,
+                mode="text",
+                text=[f"w{e}" for e in range(len(W))],
+                textfont=dict(color=colors, size=15),
+                hoverinfo="skip",
+                showlegend=False,
+                name="weights",
+            )
+        )
     fig.update_xaxes(range=[-lim, lim], constrain="domain", title="x₁")
     fig.update_yaxes(range=[-lim, lim], scaleanchor="x", scaleratio=1, title="x₂")
     fig.update_layout(title=title or ("Top-2 pairs" if mode == "top2" else "Top-1 expert"), height=480)

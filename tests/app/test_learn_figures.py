@@ -21,15 +21,21 @@ def test_regions_figure_top1_and_top2():
     points = np.array([[1.5, 0.1], [0.0, -1.5]])
     fig = LF.regions_figure(regions, "top1", W, points, np.array([0, 3]))
     assert isinstance(fig, go.Figure)
-    heat, scatter = fig.data
+    heat, scatter, labels = fig.data
     np.testing.assert_array_equal(heat.z, regions.top1)
     assert heat.text[5][10] == "E0"  # the point (2, 0) is in expert 0's region
     assert list(scatter.marker.color) == [expert_colors(4)[0], expert_colors(4)[3]]
+    assert scatter.marker.size == 16  # few points: the picked tokens are drawn large
     assert len(fig.layout.annotations) == 4  # one arrow per weight vector
+    # arrows of length 2 in a view of half-width 2 are shortened to 0.85 * 2 = 1.7; labels just past them
+    assert (fig.layout.annotations[0].x, fig.layout.annotations[0].y) == (1.7, 0.0)
+    assert list(labels.text) == ["w0", "w1", "w2", "w3"] and labels.x[0] == 1.7 * 1.12
     fig2 = LF.regions_figure(regions, "top2", W)
     np.testing.assert_array_equal(fig2.data[0].z, regions.pair)
     assert fig2.data[0].zmax == 5.5  # 6 pairs of 4 experts
     assert fig2.data[0].text[5][10] == "E0+E1"  # E1 and E3 tie at (2, 0): the lower id wins
+    pair_labels = {a.text for a in fig2.layout.annotations if a.text}
+    assert pair_labels == {"E0+E1", "E0+E3", "E1+E2", "E2+E3"}  # neighbours share the regions
 
 
 def test_gate_steps_table_and_figure():
