@@ -1,0 +1,336 @@
+"""The HF adapter records exactly what each family's own router computes, and fails clearly on bad folders.
+
+Tiny random-weight models (hidden 32, 2 layers, 4-8 experts, vocab 300) are built from the config classes,
+saved with safetensors into temp folders with a locally trained byte-level BPE tokenizer, and loaded back
+through `load_hf_model`. No downloads.
+"""
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="the HF adapter needs the optional extra: pip install .[hf]")
+
+from analysis.hf_adapter import (  # noqa: E402
+    FAMILIES,
+    add_hf_arguments,
+    deepseek_v3_choice,
+    hf_folder_info,
+    load_hf_model,
+    record_hf,
+    trace_from_hf_args,
+)
+from analysis.trace import load  # noqa: E402
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "def add(a, b):\n    return a + b\n" * 3,
+    "Les experts du routeur choisissent les jetons, déjà vu. " * 2,
+]
+WINDOW = 12  # text tokens per forward: every document spans several windows, some batched together
+VOCAB = 300
+
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
+MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
+
+
+def tiny_config(family: str):
+    """A tiny config of each supported family (DeepSeek-V2 has a dense first block: 1 MoE layer)."""
+    moe = dict(num_experts_per_tok=2)
+    if family == "mixtral":
+        return transformers.MixtralConfig(**COMMON, **moe, num_local_experts=4)
+    if family == "qwen2_moe":
+        return transformers.Qwen2MoeConfig(
+            **COMMON, **moe, num_experts=6, moe_intermediate_size=16, shared_expert_intermediate_size=24
+        )
+    if family == "qwen3_moe":
+        return transformers.Qwen3MoeConfig(**COMMON, **moe, num_experts=6, moe_intermediate_size=16, head_dim=8)
+    if family == "olmoe":
+        return transformers.OlmoeConfig(**COMMON, **moe, num_experts=8)
+    if family == "deepseek_v3":
+        return transformers.DeepseekV3Config(
+            **{**COMMON, **MLA}, **moe, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
+            first_k_dense_replace=0, n_group=4, topk_group=2, routed_scaling_factor=2.5,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        )  # fmt: skip
+    if family == "deepseek_v2":
+        return transformers.DeepseekV2Config(
+            **{**COMMON, **MLA}, **moe, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
+            first_k_dense_replace=1, topk_method="group_limited_greedy", n_group=4, topk_group=2,
+        )  # fmt: skip
+    if family == "gpt_oss":
+        return transformers.GptOssConfig(**COMMON, **moe, num_local_experts=4, head_dim=8)
+    if family == "granitemoe":
+        return transformers.GraniteMoeConfig(**COMMON, **moe, num_local_experts=4)
+    if family == "phimoe":
+        return transformers.PhimoeConfig(**COMMON, **moe, num_local_experts=4)
+    raise AssertionError(family)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE (vocab 300) that puts <s> before every text, saved as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(TEXTS, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    assert tok.token_to_id("<s>") == 0 and tok.get_vocab_size() <= VOCAB
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    out = tmp_path_factory.mktemp("tokenizer")
+    fast.save_pretrained(out)
+    return out
+
+
+def save_tiny(family: str, folder, tokenizer_dir, bias: torch.Tensor | None = None):
+    """Build, sharpen the routers (weights ~ N(0, 1): top-k choices far from ties), save with safetensors."""
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(tiny_config(family)).eval()
+    spec = FAMILIES[family]
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__ == spec.router_class:
+                module.weight.normal_(0, 1.0)
+                if bias is not None:
+                    getattr(module, spec.bias_attr).copy_(bias)
+    model.save_pretrained(folder, safe_serialization=True)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, tokenizer_dir):
+    root = tmp_path_factory.mktemp("hf")
+    return {family: save_tiny(family, root / family, tokenizer_dir) for family in FAMILIES}
+
+
+def direct_windows(hf, text):
+    """Independent reference: each window of `text` run alone (BOS + window tokens), router inputs caught by
+    pre-hooks, then each family's router module called directly on them. Per layer: list of
+    (x_TD, logits_TE, weights_TK, idx_TK, routed_norm_T, shared_norm_T) over the windows, BOS row dropped."""
+    ids = hf.tokenizer(text, add_special_tokens=False)["input_ids"]
+    seen = [[] for _ in hf.layers]
+    handles = [
+        layer.router.register_forward_pre_hook(lambda m, args, i=i: seen[i].append(args[0].reshape(-1, 32)))
+        for i, layer in enumerate(hf.layers)
+    ]
+    try:
+        with torch.no_grad():
+            for w in range(0, len(ids), WINDOW):
+                hf.model(torch.tensor([[0] + ids[w : w + WINDOW]]))
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    with torch.no_grad():
+        for i, layer in enumerate(hf.layers):
+            x_TD = torch.cat([x[1:] for x in seen[i]])  # drop the BOS row of every window
+            logits, weights, idx = layer.router(x_TD)
+            routed = layer.experts(x_TD, idx, weights).norm(dim=-1)
+            shared = torch.zeros_like(routed)
+            if layer.shared is not None:
+                shared = layer.shared(x_TD).norm(dim=-1)
+                if layer.shared_gate is not None:
+                    shared = shared * torch.sigmoid(layer.shared_gate(x_TD)).reshape(-1)
+            out.append((x_TD, logits.float(), weights.float(), idx, routed, shared))
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_records_what_the_router_computes(family, folders):
+    hf = load_hf_model(folders[family], device="cpu")
+    assert hf.model_type == family and hf.tokenizer.is_fast and not hf.model.training
+    trace = record_hf(hf, TEXTS, labels=["prose", "code", "fr"], batch_size=2, window=WINDOW, max_hidden=10_000)
+    cfg = tiny_config(family)
+    L = 1 if family == "deepseek_v2" else 2
+    E, K = hf.n_experts, 2
+    n = trace.n_tokens
+    assert (trace.n_layers, trace.n_experts, trace.top_k) == (L, E, K)
+    assert trace.meta["layer_blocks"] == ([1] if family == "deepseek_v2" else [0, 1])
+    assert trace.meta["source"] == "hf" and trace.meta["model_type"] == family and trace.meta["model_id"] == family
+    assert trace.scores.shape == (n, L, E) and trace.hidden.shape == (n, L, cfg.hidden_size)
+    assert np.array_equal(trace.hidden_rows, np.arange(n))
+    assert trace.tokens["label"].tolist()[0] == "prose" and trace.texts[str(1)] == TEXTS[1]
+    experts, weights = trace.experts_array(), trace.routing["weight"].to_numpy().reshape(n, L, K)
+    biased = trace.routing["biased_score"].to_numpy().reshape(n, L, K)
+    assert (np.diff(biased, axis=-1) <= 0).all(), "rank 0 must be the expert with the highest (biased) score"
+
+    row = 0
+    for doc_id, text in enumerate(TEXTS):
+        ref = direct_windows(hf, text)
+        m = len(ref[0][0])
+        assert (trace.tokens["doc_id"].to_numpy()[row : row + m] == str(doc_id)).all()
+        for i, (x_TD, logits, w_TK, idx_TK, routed, shared) in enumerate(ref):
+            rows = slice(row, row + m)
+            # the same experts as the model's own router, each with its own gate weight
+            got = {(t, int(e)): float(w) for t in range(m) for e, w in zip(experts[rows, i][t], weights[rows, i][t])}
+            want = {(t, int(e)): float(w) for t in range(m) for e, w in zip(idx_TK[t], w_TK[t])}
+            assert got.keys() == want.keys(), f"{family} layer {i}: chosen experts differ"
+            np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5, atol=1e-6)
+            score_fn = torch.sigmoid if FAMILIES[family].score_fn == "sigmoid" else lambda z: z.softmax(-1)
+            np.testing.assert_allclose(trace.scores[rows, i], score_fn(logits).numpy(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(trace.hidden[rows, i].astype(np.float32), x_TD.half().float(), atol=2e-3)
+            tl = trace.token_layer[trace.token_layer["layer"] == i]["shared_share"].to_numpy()[rows]
+            np.testing.assert_allclose(tl, (shared / (shared + routed)).numpy(), rtol=1e-4, atol=1e-6)
+        row += m
+    assert row == n
+    has_shared = FAMILIES[family].shared_attr is not None
+    share = trace.token_layer["shared_share"].to_numpy()
+    assert ((share > 0) & (share < 1)).all() if has_shared else (share == 0).all()
+    assert not trace.routing["bias_flip"].any()  # no bias in these checkpoints
+    assert len(np.unique(experts)) == E  # sharpened random routers use every expert
+
+
+def test_deepseek_v3_choice_matches_the_model_router():
+    """The reproduced group-limited selection equals DeepseekV3TopkRouter's own, with and without a bias."""
+    torch.manual_seed(1)
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+
+    router = DeepseekV3TopkRouter(tiny_config("deepseek_v3"))
+    with torch.no_grad():
+        router.weight.normal_()
+    x_TD = torch.randn(200, 32)
+    for bias in (torch.zeros(8), torch.randn(8) * 0.3):
+        router.e_score_correction_bias.copy_(bias)
+        with torch.no_grad():
+            logits, _, idx = router(x_TD)
+            mine = deepseek_v3_choice(logits.sigmoid() + bias, router.num_group, router.topk_group, router.top_k)
+        assert torch.equal(idx.sort(-1).values, mine.sort(-1).values)
+
+
+def test_deepseek_v3_bias_steers_the_choice(tmp_path, tokenizer_dir):
+    bias = torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0])  # expert 3 wins every biased choice
+    folder = save_tiny("deepseek_v3", tmp_path / "v3", tokenizer_dir, bias=bias)
+    hf = load_hf_model(folder, device="cpu", dtype="float32")
+    trace = record_hf(hf, TEXTS, window=WINDOW, max_hidden=0)
+    experts = trace.experts_array()
+    flips = trace.routing["bias_flip"].to_numpy().reshape(experts.shape)
+    assert (experts[:, :, 0] == 3).all()  # the bias is followed: expert 3 chosen, and ranked first, everywhere
+    assert trace.hidden is None
+    r = trace.routing
+    np.testing.assert_allclose((r["biased_score"] - r["score"]).to_numpy(), bias.numpy()[r["expert"]], atol=1e-6)
+    # a flip: chosen on score + bias, not among the unbiased group-limited top-2
+    router = hf.layers[0].router
+    unbiased = deepseek_v3_choice(torch.from_numpy(trace.scores[:, 0]), router.num_group, router.topk_group, 2)
+    expected = ~(experts[:, 0, :, None] == unbiased.numpy()[:, None, :]).any(-1)
+    np.testing.assert_array_equal(flips[:, 0], expected)
+    assert flips[:, :, 0].any() and not flips.all()
+    # gate weights come from the unbiased sigmoid scores: renormalised over the chosen, times the scaling
+    w = r["weight"].to_numpy().reshape(experts.shape)
+    s = r["score"].to_numpy().reshape(experts.shape)
+    np.testing.assert_allclose(w, 2.5 * s / s.sum(-1, keepdims=True), rtol=1e-5)
+
+
+def test_trace_round_trip_and_cli_hooks(folders, tmp_path):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=4)
+    add_hf_arguments(parser)
+    args = parser.parse_args(["--hf", str(folders["qwen2_moe"]), "--hf-device", "cpu", "--hf-window", "20"])
+    assert (args.hf_dtype, args.hf_device_map) == ("auto", None)
+    trace = trace_from_hf_args(args, TEXTS[:2])
+    assert trace.meta["block_size"] == 20 and trace.meta["dtype"] == "float32" and trace.meta["device"] == "cpu"
+    assert trace.meta["prefix_tokens"] == [0] and trace.meta["family"] == "Qwen2-MoE"
+    back = load(trace.save(tmp_path / "t.parquet"))
+    assert back.content_hash() == trace.content_hash() and back.meta["source"] == "hf"
+    # without the BOS prefix the first tokens route differently (each window starts the sequence itself)
+    hf = load_hf_model(folders["qwen2_moe"], device="cpu")
+    bare = record_hf(hf, TEXTS[:2], window=20, add_prefix=False, max_hidden=0)
+    assert bare.n_tokens == trace.n_tokens and bare.meta["prefix_tokens"] == []
+    assert not np.allclose(bare.scores, trace.scores)
+
+
+def test_bfloat16_load(folders):
+    hf = load_hf_model(folders["olmoe"], device="cpu", dtype="bfloat16")
+    assert next(hf.model.parameters()).dtype == torch.bfloat16
+    trace = record_hf(hf, TEXTS[0], window=WINDOW)
+    assert trace.meta["dtype"] == "bfloat16" and np.isfinite(trace.scores).all()
+    np.testing.assert_allclose(trace.scores.sum(-1), 1.0, atol=1e-3)
+
+
+def test_folder_info(folders, tmp_path):
+    info = hf_folder_info(folders["mixtral"])
+    assert info["supported"] and info["family"] == "Mixtral" and (info["n_experts"], info["top_k"]) == (4, 2)
+    model = load_hf_model(folders["mixtral"], device="cpu").model
+    assert info["n_params"] == sum(p.numel() for p in model.parameters())
+    bad = hf_folder_info(tmp_path / "nowhere")
+    assert not bad["supported"] and "not found" in bad["reason"]
+
+
+def one_line_error(path, match):
+    with pytest.raises(ValueError, match=match) as err:
+        load_hf_model(path, device="cpu")
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_non_moe_model_is_refused(tmp_path, tokenizer_dir):
+    cfg = transformers.LlamaConfig(**{k: v for k, v in COMMON.items()})
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    msg = one_line_error(tmp_path / "llama", "LlamaForCausalLM")
+    assert "model_type 'llama'" in msg and "not a supported MoE architecture" in msg
+    for name in ("Mixtral", "Qwen2-MoE", "Qwen3-MoE", "OLMoE", "DeepSeek-V3"):
+        assert name in msg
+
+
+def test_corrupted_folders_fail_clearly(folders, tmp_path):
+    one_line_error(tmp_path / "missing", "not found")
+    (tmp_path / "empty").mkdir()
+    one_line_error(tmp_path / "empty", "no config.json")
+
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(folders["mixtral"], bad_json)
+    (bad_json / "config.json").write_text('{"model_type": "mixtral", ')
+    one_line_error(bad_json, "config.json is corrupted")
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folders["mixtral"], truncated)
+    weights = truncated / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    one_line_error(truncated, "truncated")
+
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(folders["mixtral"], no_weights)
+    (no_weights / "model.safetensors").unlink()
+    (no_weights / "pytorch_model.bin").write_bytes(b"never unpickled")
+    one_line_error(no_weights, "no .safetensors weights")
+
+    # a well-formed file missing a router: transformers would initialise it randomly; we refuse
+    partial = tmp_path / "partial"
+    shutil.copytree(folders["mixtral"], partial)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(partial / "model.safetensors")
+    (router_key,) = [k for k in tensors if k.startswith("model.layers.1.") and k.endswith(".gate.weight")]
+    del tensors[router_key]  # saved in the hub layout (block_sparse_moe.gate), converted on load
+    save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
+    one_line_error(partial, "lack 1 tensor")
+
+    wrong_shape = tmp_path / "wrong_shape"
+    shutil.copytree(folders["mixtral"], wrong_shape)
+    cfg = json.loads((wrong_shape / "config.json").read_text())
+    cfg["num_local_experts"] = 6
+    (wrong_shape / "config.json").write_text(json.dumps(cfg))
+    one_line_error(wrong_shape, "cannot load the weights")
