@@ -118,7 +118,8 @@ def colored_text_html(
             title = esc(tooltips.get(row, "")) if tooltips is not None else f"expert {int(expert)}"
             pieces.append(
                 f'<span title="{title}" data-expert="{int(expert)}" '
-                f'style="background:{bg};color:{text_color(bg)};border-radius:3px;padding:1px 0">{piece}</span>'
+                f'style="background:{bg};color:{text_color(bg)};border-radius:3px;padding:1px 0;'
+                f'box-shadow:inset -1px 0 0 rgba(255,255,255,.7)">{piece}</span>'
             )
         pos = max(pos, end)
     if pos < len(text):

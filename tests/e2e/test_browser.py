@@ -1,0 +1,115 @@
+"""One real-browser test: the app served headless on a tiny run, driven by Playwright + Debian chromium.
+
+Pastes text on Token routing and checks the coloured tokens, then box-selects points in the Router
+geometry projection and checks the selected-tokens table. The screenshot goes to docs/screenshot.png when
+MOE_EXPLORER_SCREENSHOT=1 (else to the test's tmp folder); MOE_EXPLORER_E2E_RUN picks another run
+(e.g. the shipped one, for a nicer screenshot).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app.launch import app_command
+from tests.app.conftest import ROOT, make_tiny_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("the app did not become healthy")
+
+
+@pytest.fixture
+def server(tmp_path):
+    run = Path(os.environ.get("MOE_EXPLORER_E2E_RUN") or make_tiny_run(tmp_path / "runs" / "tiny"))
+    port = free_port()
+    env = dict(os.environ, MOE_EXPLORER_RUN=str(run), MOE_EXPLORER_RUNS_DIR=str(tmp_path / "runs"))
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(app_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    page.wait_for_timeout(300)  # let a rerun start before waiting for it to finish
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
+def test_paste_text_and_select_points(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"]  # fmt: skip
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)  # the root first: the entry registers the pages
+        settle(page)
+        page.goto(server + "/token_routing")
+        settle(page)
+        box = page.locator("textarea").first
+        box.fill("def greet(name):\n    return 'Hello, ' + name\n\nThe quick brown fox jumps over the lazy dog.")
+        box.press("Control+Enter")
+        settle(page)
+        tokens = page.locator(".moe-tokens span[data-expert]")
+        tokens.first.wait_for(timeout=30_000)
+        assert tokens.count() > 10
+        keep = os.environ.get("MOE_EXPLORER_SCREENSHOT") == "1"
+        shot = ROOT / "docs" / "screenshot.png" if keep else tmp_path / "screenshot.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=False)
+
+        page.goto(server + "/geometry")
+        settle(page)
+        chart = page.locator("[data-testid='stPlotlyChart']").first
+        chart.wait_for(timeout=30_000)
+        chart.scroll_into_view_if_needed()
+        chart.hover()
+        chart.locator(".modebar-btn[data-val='select']").first.click()  # box select
+        drag = chart.locator(".nsewdrag").first.bounding_box()
+        x0, y0 = drag["x"] + 5, drag["y"] + 5
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + drag["width"] * 0.5, y0 + drag["height"] * 0.5, steps=12)
+        page.mouse.move(drag["x"] + drag["width"] - 5, drag["y"] + drag["height"] - 5, steps=12)
+        page.mouse.up()
+        settle(page)
+        page.get_by_text("selected tokens").first.wait_for(timeout=30_000)
+        assert page.locator("[data-testid='stDataFrame']").count() >= 1
+        page.screenshot(path=str(tmp_path / "geometry.png"), full_page=True)
+        browser.close()
