@@ -305,21 +305,6 @@ def load_heatmap(load_LE: np.ndarray) -> go.Figure:
     return fig
 
 
-def domain_ratio_table(tokens: pd.DataFrame, routing: pd.DataFrame, layer: int, n_experts: int, top_k: int):
-    """(ratio, share), each a domain x expert table at one layer. Tokens with an empty label are left out.
-
-    f[d, i] = (tokens of domain d with i in their top-k) / T_d;  ratio = f / (K/E)  (1 = uniform);
-    share[d, i] = f[d, i] / K, the share of domain d's routings that go to i (rows sum to 1).
-    """
-    r = routing[routing["layer"] == layer]
-    labels = tokens["label"].reindex(r["token_row"].to_numpy()).to_numpy()
-    df = pd.DataFrame({"label": labels, "expert": r["expert"].to_numpy()})
-    df = df[df["label"].astype(str) != ""]
-    counts = pd.crosstab(df["label"], df["expert"]).reindex(columns=range(n_experts), fill_value=0)
-    share = counts.div(counts.sum(axis=1), axis=0)
-    return share * n_experts, share
-
-
 def flow_frame(flow_LEE: np.ndarray) -> pd.DataFrame:
     """(L-1, E, E) transition counts -> long table layer (source layer), src, dst, count (count > 0 only)."""
     flow = np.asarray(flow_LEE)

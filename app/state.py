@@ -305,6 +305,29 @@ def _field(doc: Any, name: str) -> Any:
     return doc.get(name, "") if isinstance(doc, dict) else getattr(doc, name, "")
 
 
+# --- derived tables ------------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Computing specialization…", max_entries=32)
+def specialization(key: str, _trace) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """(cells, permutation baseline per layer, MI summary) of a trace cached by `key` (run|step|texts);
+    None when the tokens carry no labels."""
+    from analysis import specialization as spec
+
+    experts = _trace.experts_array()
+    if not (_trace.tokens["label"].astype(str) != "").any():
+        return None
+    cells = spec.domain_specialization(experts, _trace.tokens, _trace.n_experts)
+    base = spec.specialization_permutation_baseline(experts, _trace.tokens, _trace.n_experts, n_permutations=100)
+    mi = spec.mi_summary(experts, _trace.tokens, _trace.n_experts)
+    return cells, base.max_ratio, mi
+
+
+def trace_key(path: str, step: int | None, trace) -> str:
+    """Cache key of derived tables: run, step and the traced documents."""
+    return f"{path}|{step}|{docs_key(tuple((d, '', t) for d, t in sorted(trace.texts.items())))}|{trace.n_tokens}"
+
+
 # --- projections ---------------------------------------------------------------------------------------------
 
 

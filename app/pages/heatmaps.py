@@ -34,10 +34,21 @@ st.plotly_chart(F.load_heatmap(load), key="hm_load")
 state.download_csv(F.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
 
 st.subheader(f"Domain specialization, layer {layer}")
-ratio, share = F.domain_ratio_table(trace.tokens, trace.routing, layer, E, K)
-if len(ratio) >= 1:
+spec = state.specialization(state.trace_key(path, step, trace) + str(source), trace)
+if spec is not None:
+    cells, baseline, mi = spec
+    cells = cells[cells["layer"] == layer]
+    ratio = cells.pivot(index="label", columns="expert", values="ratio")
+    share = cells.pivot(index="label", columns="expert", values="share")
     st.plotly_chart(F.specialization_heatmap(ratio, share), key="hm_spec")
-    state.download_csv(ratio.rename_axis("label").reset_index(), f"specialization_layer{layer}.csv")
+    b, m = baseline[baseline["layer"] == layer].iloc[0], mi[mi["layer"] == layer].iloc[0]
+    st.caption(
+        f"Most specialised cell: {b['max_ratio']:.2f}x uniform; with shuffled domain labels "
+        f"{b['perm_lo']:.2f}–{b['perm_hi']:.2f}x (p = {b['p_value']:.3f}). I(expert; domain) = "
+        f"{m['mi_domain_bits']:.3f} bits (shuffled {m['mi_domain_baseline']:.3f}); I(expert; token id) = "
+        f"{m['mi_token_bits']:.3f} bits (shuffled {m['mi_token_baseline']:.3f})."
+    )
+    state.download_csv(cells, f"specialization_layer{layer}.csv")
 else:
     st.caption("These texts carry no domain labels.")
 

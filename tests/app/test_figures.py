@@ -191,14 +191,7 @@ def test_load_matrix_and_frames(tiny):
     assert frame.columns.tolist() == ["run", "step", "loss"] and frame["loss"].tolist() == [0.5, 0.25]
 
 
-def test_domain_ratio_and_flow_frame(tiny):
-    _, tokens, routing = tiny
-    # layer 0: code tokens 0, 1 -> experts {2, 0}, {0, 1}; prose token 2 -> {1, 2}
-    ratio, share = F.domain_ratio_table(tokens, routing, layer=0, n_experts=3, top_k=2)
-    assert list(ratio.index) == ["code", "prose"]
-    assert share.loc["code"].tolist() == [0.5, 0.25, 0.25]
-    assert ratio.loc["code"].tolist() == [1.5, 0.75, 0.75]  # f = [1, .5, .5] vs uniform k/E = 2/3
-    assert ratio.loc["prose"].tolist() == [0, 1.5, 1.5]
+def test_flow_frame():
     flow = np.zeros((1, 2, 2), dtype=int)
     flow[0, 1, 0] = 4
     assert F.flow_frame(flow).values.tolist() == [[0, 1, 0, 4]]
