@@ -504,7 +504,10 @@ def train(
             f"({d.world} x {train_cfg.grad_accum})"
         )
     if model_cfg.vocab_size < 257 and not train_cfg.vocab_size:
-        raise ValueError(f"vocab_size {model_cfg.vocab_size} is too small for a byte-level tokenizer (need >= 257)")
+        raise ValueError(
+            f"vocab_size {model_cfg.vocab_size} is too small for the byte-level tokenizer (needs >= 257); "
+            "pass --vocab-size 320 or more"
+        )
 
     # ---- the run directory (rank 0 writes; others wait) ----
     start_step = 0
@@ -695,18 +698,22 @@ def _train_step(
         dist.all_reduce(scalars)
         scalars[:-1] /= d.world  # means over ranks; dropped stays a sum
     model.update_router_biases(loads_LE)  # exactly once per optimizer step, from the global loads
-    values = scalars.tolist()
-    loads = loads_LE.tolist()
-    n_aux, n_layers = len(names), len(loads)
+    # one device -> host copy for the whole row (a single sync per step)
+    L, E = loads_LE.shape
+    mean_L = loads_LE.mean(dim=1)
+    maxvio_L = torch.where(mean_L > 0, (loads_LE.max(dim=1).values - mean_L) / mean_L.clamp_min(1e-20), 0.0)
+    flat = torch.cat([scalars, loads_LE.flatten(), model.router_biases().flatten().float(), maxvio_L]).tolist()
+    n_aux = len(names)
+    values, rest = flat[: scalars.numel()], flat[scalars.numel() :]
     return {
         "step": step,
         "loss": values[0],
         "lr": lr,
         "aux": dict(zip(names, values[1 : 1 + n_aux])),
-        "load": [[int(round(c)) for c in row] for row in loads],
-        "bias": model.router_biases().tolist(),  # after this step's update
-        "maxvio_batch": [max_violation(load_E) for load_E in loads_LE],
-        "router_entropy": values[1 + n_aux : 1 + n_aux + n_layers],
+        "load": [[int(round(c)) for c in rest[i * E : (i + 1) * E]] for i in range(L)],
+        "bias": [rest[L * E + i * E : L * E + (i + 1) * E] for i in range(L)],  # after this step's update
+        "maxvio_batch": rest[2 * L * E :],
+        "router_entropy": values[1 + n_aux : 1 + n_aux + L],
         "dropped": int(round(values[-1])),
     }
 
