@@ -2,7 +2,8 @@
 
 Sections: the run and the text, a per-layer metrics table, the layer x expert load heatmap, balance over
 training (MaxVio_batch per layer from the run's history rows), domain specialization (per layer: each
-label's share of routings to each expert divided by the uniform share 1/E), and a PCA projection of the
+label's share of routings to each expert divided by the uniform share K/E; mutual information I(expert;
+domain) and I(expert; token id) against shuffled baselines; the domain probe), and a PCA projection of the
 last MoE layer's router inputs coloured by top-1 expert. Every user string (texts, labels, tokens, run
 names) is HTML-escaped before it reaches the page or a plotly hover label; plotly itself escapes `<`, `>`
 and `/` inside its JSON, so no text can close a <script>.
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis import metrics
+from analysis import metrics, specialization
 from analysis.trace import RoutingTrace
 
 MAX_DOCS_LISTED = 50  # documents listed in the report (with their first characters)
@@ -99,7 +100,7 @@ def balance_figure(history: list[dict]) -> go.Figure:
 
 
 def specialization_figure(share_ratio: pd.DataFrame) -> go.Figure:
-    """Heatmap of (label share of routings to expert) / (1/E); index = label, columns = experts."""
+    """Heatmap of (label's share of tokens routed to expert) / (K/E); index = label, columns = experts."""
     fig = go.Figure(
         go.Heatmap(
             z=share_ratio.to_numpy(),
@@ -140,27 +141,41 @@ def projection_figure(coords: pd.DataFrame) -> go.Figure:
 
 
 def domain_share_ratio(trace: RoutingTrace, layer: int) -> pd.DataFrame:
-    """(labels x E) share of a label's routings at `layer` that go to expert i, divided by the uniform 1/E:
-    ratio[d, i] = E * count(label d, expert i) / (K * tokens of label d). 1 = no preference."""
-    labels = trace.tokens["label"].to_numpy()
-    experts = trace.experts_array()[:, layer, :]  # (T, K)
-    names = sorted(set(labels.tolist()))
-    out = np.zeros((len(names), trace.n_experts))
-    for j, name in enumerate(names):
-        mask = labels == name
-        counts = np.bincount(experts[mask].ravel(), minlength=trace.n_experts)
-        out[j] = trace.n_experts * counts / (trace.top_k * mask.sum())
-    return pd.DataFrame(out, index=names, columns=range(trace.n_experts))
+    """(labels x E) `specialization.domain_specialization` ratio at `layer`: the share of a label's tokens
+    routed to expert i divided by the uniform K/E, ratio[d, i] = E * count(d, i) / (K * tokens of d)."""
+    table = specialization.domain_specialization(trace.routing, trace.tokens, trace.n_experts)
+    table = table[table["layer"] == layer]
+    return table.pivot(index="label", columns="expert", values="ratio")
 
 
 def _specialization_html(trace: RoutingTrace) -> str:
-    names = set(trace.tokens["label"].tolist())
+    names = set(trace.tokens["label"].tolist()) - {""}
     if len(names) < 2:
-        return "<p>Only one label in this text: route labelled documents to compare domains.</p>"
-    parts = ["<p>Each label's share of routings to each expert, as a multiple of the uniform share 1/E.</p>"]
+        return "<p>Fewer than two labels in this text: route labelled documents to compare domains.</p>"
+    parts = [
+        "<p>Each label's share of routings to each expert, as a multiple of the uniform share K/E "
+        "(1 = no preference).</p>"
+    ]
     for layer in range(trace.n_layers):
         parts.append(f"<h3>Layer {layer}</h3>")
         parts.append(_fig_html(specialization_figure(domain_share_ratio(trace, layer))))
+    mi = specialization.mi_summary(trace.routing, trace.tokens, trace.n_experts, n_shuffles=5)
+    parts.append(
+        "<p>Mutual information between the experts a token goes to and its domain or its token id (bits, "
+        "plug-in estimate), with the mean of 5 shuffled baselines (domains shuffled across documents, ids "
+        "across tokens).</p>"
+    )
+    parts.append(mi.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0))
+    try:
+        probe = specialization.domain_probe(trace.routing, trace.tokens, trace.n_experts, n_splits=3)
+    except ValueError as exc:  # too few documents per label for cross-validation
+        parts.append(f"<p>Domain probe skipped: {html.escape(str(exc))}</p>")
+    else:
+        parts.append(
+            "<p>Domain probe: cross-validated accuracy of a linear classifier predicting a document's domain "
+            "from its routing histogram, against chance (the majority share).</p>"
+        )
+        parts.append(probe.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0))
     return "\n".join(parts)
 
 

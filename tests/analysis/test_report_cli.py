@@ -115,7 +115,7 @@ def test_report_on_eval_docs(tiny_run, tmp_path, capsys):
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and "tiny-test, step 2" in page
     assert page.count("Plotly.newPlot") >= 4  # load, balance, specialization (2 layers), projection
-    assert "MaxVio_batch" in page and "Silhouette" in page
+    assert "MaxVio_batch" in page and "Silhouette" in page and "mi_domain_bits" in page
     assert len(page) > 1_000_000  # plotly.js is inlined: the file opens offline
     assert "cdn.plot.ly" not in page.split("</head>")[1]
 
