@@ -139,14 +139,16 @@ def router_entropy(scores_TLE: np.ndarray, normalise: bool = False) -> np.ndarra
     Scores are renormalised to sum 1 first (sigmoid scores don't; softmax scores already do), so they must be
     non-negative. With `normalise=True` the result is divided by ln E (1 = uniform router).
     """
-    s = np.asarray(scores_TLE, dtype=np.float64)
+    s = np.asarray(scores_TLE)
+    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)  # float32 stays float32 (memory)
     if s.ndim != 3:
         raise ValueError(f"scores must have shape (T, L, E), got {s.shape}")
-    if (s < 0).any():
+    if s.min(initial=0.0) < 0:
         raise ValueError("router_entropy needs non-negative scores (probabilities or sigmoid scores)")
     with np.errstate(invalid="ignore", divide="ignore"):
         p = s / s.sum(axis=-1, keepdims=True)
-        h = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
+        plogp = p * np.log(np.maximum(p, np.finfo(p.dtype).tiny))  # 0 * log(tiny) = 0: 0 log 0 = 0
+        h = -plogp.sum(axis=-1, dtype=np.float64)
     return h / math.log(s.shape[-1]) if normalise else h
 
 
@@ -276,7 +278,7 @@ def consecutive_same_expert(
     rng = np.random.default_rng(seed)
     shuffled = []
     for _ in range(n_shuffles):  # a few shuffles, each vectorised over all tokens
-        perm = np.lexsort((rng.random(T), doc))  # same doc blocks as `order`, random order inside each doc
+        perm = np.argsort(doc + rng.random(T))  # same doc blocks as `order`, random order inside each doc
         shuffled.append(_same_expert(e_TLK, perm[:-1][valid], perm[1:][valid], mode))
     sh = np.array(shuffled).reshape(n_shuffles, L)
     baseline = sh.mean(axis=0) if n_shuffles else np.full(L, np.nan)
@@ -355,10 +357,12 @@ def capacity_drop(
     cap_G = np.ceil(capacity_factor * size_G * K / E).astype(np.int64)
     # flat routings in (token, layer, rank) order; a stable sort by (layer, group, expert) keeps token order
     key = ((np.arange(L)[None, :, None] * G + g_T[:, None, None]) * E + e_TLK).ravel()  # (T*L*K,)
+    if L * G * E < 2**15:  # numpy's stable sort of 16-bit ints is a radix sort: O(n)
+        key = key.astype(np.int16)
     order = np.argsort(key, kind="stable")
     counts = np.bincount(key, minlength=L * G * E)
     starts = np.cumsum(counts) - counts
-    nth = np.empty_like(order)
+    nth = np.empty(len(order), np.int64)
     nth[order] = np.arange(len(order)) - starts[key[order]]  # arrival index of each routing at its expert
     dropped_TLK = (nth >= np.broadcast_to(cap_G[g_T][:, None, None], e_TLK.shape).ravel()).reshape(T, L, K)
     t, l, r = np.nonzero(dropped_TLK)

@@ -37,13 +37,15 @@ def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_e
     """Group the labelled tokens by document: (L, N, E) routing counts via one bincount."""
     e_TLK = as_experts(experts)
     T, L, K = e_TLK.shape
-    label_T = pd.Series(token_column(tokens, "label", T)).fillna("").astype(str).to_numpy()
-    keep = label_T != ""
+    lab_T, labels = _label_codes(tokens, T)
+    keep = lab_T >= 0
     if not keep.any():
         raise ValueError("no labelled tokens: domain specialization needs a 'label' per document")
-    doc_T, doc_ids = pd.factorize(pd.Series(token_column(tokens, "doc_id", T))[keep].astype(str))
+    doc_all, doc_names = pd.factorize(token_column(tokens, "doc_id", T))
+    doc_T, doc_used = pd.factorize(doc_all[keep])  # compact: labelled docs only, in order of appearance
+    doc_ids = [str(doc_names[i]) for i in doc_used]
     N = len(doc_ids)
-    lab_T, labels = pd.factorize(label_T[keep], sort=True)
+    lab_T = lab_T[keep]
     label_N = np.full(N, -1, np.int64)
     label_N[doc_T] = lab_T
     if (label_N[doc_T] != lab_T).any():  # a later token of the doc overwrote a different label
@@ -51,7 +53,7 @@ def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_e
     e = e_TLK[keep]  # (T', L, K)
     key = (np.arange(L)[None, :, None] * N + doc_T[:, None, None]) * n_experts + e  # flat (layer, doc, expert)
     counts = np.bincount(key.ravel(), minlength=L * N * n_experts).reshape(L, N, n_experts)
-    return _Docs(counts, np.bincount(doc_T, minlength=N), label_N, [str(x) for x in labels], list(doc_ids), K)
+    return _Docs(counts, np.bincount(doc_T, minlength=N), label_N, labels, doc_ids, K)
 
 
 def _ratio(docs: _Docs, W_BND: np.ndarray, n_experts: int) -> np.ndarray:
@@ -201,12 +203,15 @@ def mutual_information(experts: np.ndarray | pd.DataFrame, codes: np.ndarray, n_
     compare with `mi_shuffle_baseline`.
     """
     e_TLK = as_experts(experts)
-    T, L, K = e_TLK.shape
     codes = np.asarray(codes)
     keep = codes >= 0
     x_T = pd.factorize(codes[keep])[0].astype(np.int64)  # compact codes 0..X-1
-    X = int(x_T.max()) + 1 if len(x_T) else 0
-    e = e_TLK[keep]
+    return _mi_compact(e_TLK[keep], x_T, int(x_T.max()) + 1 if len(x_T) else 0, n_experts)
+
+
+def _mi_compact(e: np.ndarray, x_T: np.ndarray, X: int, n_experts: int) -> np.ndarray:
+    """`mutual_information` for codes already compact (0..X-1, none missing); e is (T', L, K)."""
+    L = e.shape[1]
     mi = np.zeros(L)
     for l in range(L):  # a loop over layers only; each layer is one bincount over all tokens
         c = np.bincount((x_T[:, None] * n_experts + e[:, l, :]).ravel(), minlength=X * n_experts).astype(np.float64)
@@ -222,10 +227,15 @@ def mutual_information(experts: np.ndarray | pd.DataFrame, codes: np.ndarray, n_
     return mi
 
 
-def _label_codes(tokens: pd.DataFrame, T: int) -> np.ndarray:
-    label = pd.Series(token_column(tokens, "label", T)).fillna("").astype(str)
-    codes, _ = pd.factorize(label.where(label != "", None))  # unlabelled -> -1
-    return codes.astype(np.int64)
+def _label_codes(tokens: pd.DataFrame, T: int) -> tuple[np.ndarray, list[str]]:
+    """(T,) label code per token (-1 = unlabelled: empty or missing) and the sorted label names."""
+    codes, names = pd.factorize(token_column(tokens, "label", T), sort=True)  # factorize, not str ops: fast
+    names = [str(x) for x in names]
+    if "" in names:  # "" sorts first: drop it and shift the other codes down
+        empty = names.index("")
+        codes = np.where(codes == empty, -1, codes - (codes > empty))
+        names.remove("")
+    return codes.astype(np.int64), names
 
 
 def mi_shuffle_baseline(
@@ -246,19 +256,23 @@ def mi_shuffle_baseline(
     """
     e_TLK = as_experts(experts)
     codes = np.asarray(codes).astype(np.int64)
-    observed = mutual_information(e_TLK, codes, n_experts)
+    keep = codes >= 0
+    x_T = pd.factorize(codes[keep])[0].astype(np.int64)  # compact once; shuffles permute these codes
+    X = int(x_T.max()) + 1 if len(x_T) else 0
+    e = e_TLK[keep]
+    observed = _mi_compact(e, x_T, X, n_experts)
     rng = np.random.default_rng(seed)
     if groups is not None:
-        g_T = pd.factorize(np.asarray(groups))[0]
-        G = int(g_T.max()) + 1
+        g_T = pd.factorize(np.asarray(groups)[keep])[0]
+        G = int(g_T.max()) + 1 if len(g_T) else 0
         code_G = np.full(G, -1, np.int64)
-        code_G[g_T] = codes
-        if (code_G[g_T] != codes).any():
+        code_G[g_T] = x_T
+        if (code_G[g_T] != x_T).any():
             raise ValueError("codes must be constant within each group")
     runs = []
     for _ in range(n_shuffles):  # a few shuffles, each one vectorised MI
-        shuffled = code_G[rng.permutation(G)][g_T] if groups is not None else rng.permutation(codes)
-        runs.append(mutual_information(e_TLK, shuffled, n_experts))
+        shuffled = code_G[rng.permutation(G)][g_T] if groups is not None else rng.permutation(x_T)
+        runs.append(_mi_compact(e, shuffled, X, n_experts))
     base = np.array(runs).reshape(n_shuffles, -1)
     return pd.DataFrame(
         {
@@ -274,7 +288,7 @@ def mi_shuffle_baseline(
 def mi_expert_domain(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> np.ndarray:
     """(L,) per layer: plug-in I(expert; domain label) in bits (see `mutual_information`); unlabelled left out."""
     e_TLK = as_experts(experts)
-    return mutual_information(e_TLK, _label_codes(tokens, e_TLK.shape[0]), n_experts)
+    return mutual_information(e_TLK, _label_codes(tokens, e_TLK.shape[0])[0], n_experts)
 
 
 def mi_expert_token(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> np.ndarray:
@@ -295,7 +309,7 @@ def mi_summary(
     T = e_TLK.shape[0]
     dom = mi_shuffle_baseline(
         e_TLK,
-        _label_codes(tokens, T),
+        _label_codes(tokens, T)[0],
         n_experts,
         groups=token_column(tokens, "doc_id", T),
         n_shuffles=n_shuffles,
@@ -400,6 +414,7 @@ def domain_probe(
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     hist, y, labels = doc_histograms(experts, tokens, n_experts)
     L, N, E = hist.shape
@@ -418,8 +433,11 @@ def domain_probe(
     feature_sets = [(l, f"layer {l}", hist[l]) for l in range(L)]
     feature_sets.append((-1, "all layers", hist.transpose(1, 0, 2).reshape(N, L * E)))
     rows = []
-    for layer, name, Xf in feature_sets:  # L + 1 small fits on N documents
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        acc = cross_val_score(model, Xf, y, cv=cv, scoring="accuracy")
-        rows.append((layer, name, acc.mean(), acc.std(), per_label.max() / N, N, n_splits))
+    # one BLAS thread: the matrices are tiny, and extra threads only fight the other work on a small machine
+    # (measured: 0.5 s instead of 2-4 s on 2 busy cores)
+    with threadpool_limits(1):
+        for layer, name, Xf in feature_sets:  # L + 1 small fits on N documents
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            acc = cross_val_score(model, Xf, y, cv=cv, scoring="accuracy")
+            rows.append((layer, name, acc.mean(), acc.std(), per_label.max() / N, N, n_splits))
     return pd.DataFrame(rows, columns=["layer", "features", "accuracy", "accuracy_std", "chance", "n_docs", "n_splits"])

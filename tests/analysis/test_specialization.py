@@ -56,6 +56,10 @@ def test_unlabelled_tokens_are_left_out_and_mixed_labels_rejected():
     tokens = make_tokens(labels=("a", "a", "a", "", "", ""))
     out = s.domain_specialization(EXPERTS, tokens, E)
     assert set(out["label"]) == {"a"}
+    # missing labels (None) count as unlabelled too, and "" never becomes a label
+    tokens = make_tokens(labels=("b", "b", "b", None, None, None))
+    assert set(s.domain_specialization(EXPERTS, tokens, E)["label"]) == {"b"}
+    assert s.mi_expert_domain(EXPERTS, make_tokens(labels=("a",) * 3 + ("",) * 3), E)[0] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="no labelled"):
         s.domain_specialization(EXPERTS, make_tokens(labels=("",) * 6), E)
     with pytest.raises(ValueError, match="more than one label"):
