@@ -102,6 +102,16 @@ FAMILIES: dict[str, FamilySpec] = {  # key: config.json "model_type"
         shared_attr="shared_experts",
         notes="sigmoid; choice on score + e_score_correction_bias, group-limited; shared experts",
     ),
+    "glm4_moe": FamilySpec(
+        "GLM-4-MoE",
+        "Glm4MoeTopkRouter",
+        "n_routed_experts",
+        score_fn="sigmoid",
+        bias_attr="e_score_correction_bias",
+        unbiased_choice=_v3_unbiased,  # the router is DeepSeek-V3's, line for line
+        shared_attr="shared_experts",
+        notes="as DeepSeek-V3",
+    ),
     "deepseek_v2": FamilySpec(
         "DeepSeek-V2",
         "DeepseekV2TopkRouter",

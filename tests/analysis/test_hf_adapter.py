@@ -69,6 +69,11 @@ def tiny_config(family: str):
             first_k_dense_replace=0, n_group=4, topk_group=2, routed_scaling_factor=2.5,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         )  # fmt: skip
+    if family == "glm4_moe":
+        return transformers.Glm4MoeConfig(
+            **COMMON, **moe, head_dim=8, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
+            first_k_dense_replace=0, n_group=4, topk_group=2,
+        )  # fmt: skip
     if family == "deepseek_v2":
         return transformers.DeepseekV2Config(
             **{**COMMON, **MLA}, **moe, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
@@ -259,6 +264,16 @@ def test_trace_round_trip_and_cli_hooks(folders, tmp_path):
     bare = record_hf(hf, TEXTS[:2], window=20, add_prefix=False, max_hidden=0)
     assert bare.n_tokens == trace.n_tokens and bare.meta["prefix_tokens"] == []
     assert not np.allclose(bare.scores, trace.scores)
+
+
+def test_device_map_auto_matches_plain_load(folders):
+    """accelerate's device_map="auto" (here: everything on the CPU) records the same routing."""
+    plain = record_hf(load_hf_model(folders["mixtral"], device="cpu"), TEXTS[1], window=WINDOW)
+    hf = load_hf_model(folders["mixtral"], device_map="auto", dtype="float32")
+    assert hf.device == "device_map=auto"
+    mapped = record_hf(hf, TEXTS[1], window=WINDOW)
+    np.testing.assert_array_equal(mapped.experts_array(), plain.experts_array())
+    np.testing.assert_allclose(mapped.scores, plain.scores, rtol=1e-5, atol=1e-7)
 
 
 def test_bfloat16_load(folders):
