@@ -111,6 +111,7 @@ def test_router_entropy_per_token_and_layer():
     h = m.router_entropy(scores)
     assert np.allclose(h, [[math.log(2), math.log(4)], [0.0, math.log(4)]])
     assert np.allclose(m.router_entropy(scores, normalise=True), [[0.5, 1.0], [0.0, 1.0]])
+    assert np.allclose(m.router_entropy(scores.astype(np.float32)), h, atol=1e-6)  # float32 path, no NaN at p=0
     assert np.allclose(m.router_entropy_per_layer(scores), [math.log(2) / 2, math.log(4)])
     with pytest.raises(ValueError, match="non-negative"):
         m.router_entropy(-scores)
