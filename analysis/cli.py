@@ -26,7 +26,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="run directory (default: the shipped run)")
     p.add_argument("--checkpoint", type=int, default=None, metavar="STEP", help="checkpoint step (default: latest)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows of block_size tokens per forward")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward (default: ~4096 tokens)")
 
 
 def open_run(path: str | None):

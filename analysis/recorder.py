@@ -34,6 +34,8 @@ import torch
 
 from analysis.trace import RoutingTrace, build_trace
 
+BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
+
 
 class RoutingRecorder:
     """Forward hooks on `model.moe_layers`; use as `with RoutingRecorder(model) as rec: model(x)`, then
@@ -178,7 +180,7 @@ def record(
     docs: str | Sequence[str] | Sequence[Any],
     *,
     labels: Sequence[str] | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_hidden: int = 2000,
     device: str | torch.device | None = None,
     meta: dict[str, Any] | None = None,
@@ -188,7 +190,8 @@ def record(
 
     docs: one text, a list of texts (doc_ids "0", "1", ...) or of `Doc`s (their doc_id, label, text).
     labels: one label per doc (overrides a Doc's label; default "" = unlabelled).
-    batch_size: windows per forward pass. max_hidden: router inputs kept (0 = none), a seeded random
+    batch_size: windows per forward pass (default: as many as make ~BATCH_TOKENS tokens).
+    max_hidden: router inputs kept (0 = none), a seeded random
         subsample of the tokens when there are more (the same text always keeps the same tokens).
     device: where the inputs go (default: the model's device; the model must already be there).
     meta: merged into the trace meta (e.g. {"run": name, "step": 500}).
@@ -230,6 +233,8 @@ def record(
             f"the tokenizer does not match the model: token id {token_ids.max()} >= vocab_size {cfg.vocab_size}"
         )
 
+    if batch_size is None:
+        batch_size = max(1, BATCH_TOKENS // cfg.block_size)
     batches = _batches(doc_lengths, cfg.block_size, batch_size)
     want_hidden = np.zeros(n, dtype=bool)
     if max_hidden > 0:
