@@ -188,13 +188,19 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
 
 
 def routing_steps_table(
-    scores_E: np.ndarray, bias_E: np.ndarray, top_k: int, renormalize: bool = True, route_scale: float = 1.0
+    scores_E: np.ndarray,
+    bias_E: np.ndarray,
+    top_k: int,
+    renormalize: bool = True,
+    route_scale: float = 1.0,
+    recorded: Mapping[int, float] | None = None,
 ) -> pd.DataFrame:
     """One router decision step by step, recomputed from the scores and the bias (DeepSeek-V3).
 
     biased = score + bias (used only to choose); chosen = top-k of biased; the unbiased top-k is what
     would be chosen without the bias; gate weight = score of chosen experts, divided by their sum when
-    `renormalize`, times `route_scale`. Group-limited routing is not replayed here.
+    `renormalize`, times `route_scale`. `recorded` = {expert: gate weight} as the model actually chose
+    (from the trace) overrides the replay, so group-limited routing or other families' rules show truly.
     """
     scores_E = np.asarray(scores_E, dtype=np.float64)
     bias_E = np.asarray(bias_E, dtype=np.float64)
@@ -206,6 +212,10 @@ def routing_steps_table(
     if renormalize and gate.sum() > 0:
         gate = gate / gate.sum()
     gate *= route_scale
+    if recorded is not None:
+        chosen = np.asarray(list(recorded), dtype=np.int64)
+        gate = np.zeros_like(scores_E)
+        gate[chosen] = list(recorded.values())
     rank = np.full(len(scores_E), -1)
     rank[chosen] = np.arange(len(chosen))
     return pd.DataFrame(

@@ -59,6 +59,15 @@ def _is_run(path: Path) -> bool:
     return (path / "run.json").is_file()
 
 
+def hf_paths() -> list[str]:
+    return [p for p in os.environ.get("MOE_EXPLORER_HF", "").split(os.pathsep) if p]
+
+
+def is_hf(path: str | None) -> bool:
+    """A Hugging Face model folder (config.json, no run.json): no checkpoints, no training history."""
+    return bool(path) and not _is_run(Path(path)) and (Path(path) / "config.json").is_file()
+
+
 def runs_dir() -> Path:
     return Path(os.environ.get("MOE_EXPLORER_RUNS_DIR") or "runs")
 
@@ -82,8 +91,10 @@ def discover_runs() -> dict[str, str]:
     env = os.environ.get("MOE_EXPLORER_RUN")
     if env:
         add(Path(env))
-    for hf in filter(None, os.environ.get("MOE_EXPLORER_HF", "").split(os.pathsep)):
-        add(Path(hf))  # imported Hugging Face models that are stored as run directories
+    for hf in hf_paths():  # local Hugging Face MoE folders given with `moe-explorer app --hf PATH`
+        hf = Path(hf).resolve()
+        if (hf / "config.json").is_file() and str(hf) not in found.values():
+            found[f"HF: {hf.name}"] = str(hf)
     try:
         from moe_core.run import default_run_path
 
@@ -124,14 +135,32 @@ def get_tokenizer(path: str):
     return get_run(path).tokenizer()
 
 
+@st.cache_resource(show_spinner="Loading the Hugging Face model…", max_entries=2)
+def get_hf(path: str):
+    """A local Hugging Face MoE folder loaded through analysis.hf_adapter ($MOE_EXPLORER_HF_DEVICE/_DTYPE)."""
+    from analysis.hf_adapter import load_hf_model
+
+    device = os.environ.get("MOE_EXPLORER_HF_DEVICE", "auto")
+    return load_hf_model(path, device=device, dtype=os.environ.get("MOE_EXPLORER_HF_DTYPE", "auto"))
+
+
 def checkpoints(path: str) -> list[int]:
-    """Checkpoint steps of a run, ascending (read fresh: a training run adds them)."""
+    """Checkpoint steps of a run, ascending (read fresh: a training run adds them); [] for HF models."""
+    if is_hf(path):
+        return []
     return sorted(int(s) for s in get_run(path).checkpoints())
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def router_biases(path: str, step: int | None) -> np.ndarray:
-    """(L, E) balancing biases of the model at that step."""
+    """(L, E) balancing biases of the model at that step (HF: e_score_correction_bias where the family has it)."""
+    if is_hf(path):
+        hf = get_hf(path)
+        attr = hf.spec.bias_attr
+        rows = [getattr(layer.router, attr, None) if attr else None for layer in hf.layers]
+        return np.stack(
+            [np.zeros(hf.n_experts) if b is None else b.detach().float().cpu().numpy() for b in rows]
+        )
     return get_model(path, step).router_biases().detach().cpu().numpy()
 
 
@@ -188,6 +217,10 @@ def sidebar_selector() -> None:
         st.session_state[KEY_RUN] = paths[0]
     names = {p: n for n, p in runs.items()}
     st.sidebar.selectbox("Run", paths, key=KEY_RUN, format_func=lambda p: names.get(p, Path(p).name))
+    if is_hf(st.session_state[KEY_RUN]):
+        st.session_state[KEY_STEP] = None
+        st.sidebar.caption("Hugging Face model: no checkpoints or training history.")
+        return
     try:
         steps = checkpoints(st.session_state[KEY_RUN])
     except (OSError, ValueError) as exc:
@@ -220,8 +253,13 @@ def route_docs(path: str, step: int | None, key: str, _docs: tuple[tuple[str, st
     from moe_core.corpus import Doc
 
     docs = [Doc(text=t, label=lab, source="app", doc_id=d) for d, lab, t in _docs]
+    labels = [d.label for d in docs]
+    if is_hf(path):
+        from analysis.hf_adapter import record_hf
+
+        return record_hf(get_hf(path), docs, labels=labels, meta={"run": Path(path).name})
     meta = {"run": Path(path).name, "step": step}
-    return record(get_model(path, step), get_tokenizer(path), docs, labels=[d.label for d in docs], meta=meta)
+    return record(get_model(path, step), get_tokenizer(path), docs, labels=labels, meta=meta)
 
 
 def route_text(path: str, step: int | None, text: str, label: str = "input"):
@@ -235,17 +273,26 @@ def route_trace(path: str, step: int | None, docs: list[tuple[str, str, str]]):
     return route_docs(path, step, docs_key(docs_t), docs_t)
 
 
-def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], bool]:
-    """Docs cut so that together they hold at most MAX_TOKENS tokens; (docs, True) when something was cut."""
+def _spans(path: str, text: str) -> list[tuple[int, int]]:
+    """Character spans of the tokens of `text` under the model's tokenizer."""
+    if is_hf(path):
+        from analysis.hf_adapter import tokenize
+
+        return tokenize(get_hf(path).tokenizer, text)[1]
     from moe_core.tokenizer import encode_with_offsets
 
+    return encode_with_offsets(get_tokenizer(path), text)[1]
+
+
+def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], bool]:
+    """Docs cut so that together they hold at most MAX_TOKENS tokens; (docs, True) when something was cut."""
     if sum(len(t) for _, _, t in docs) < MAX_TOKENS:  # a token is at least one character
         return docs, False
     out, budget = [], MAX_TOKENS
     for doc_id, label, text in docs:
         if budget <= 0:
             return out, True
-        _, spans = encode_with_offsets(get_tokenizer(path), text)
+        spans = _spans(path, text)
         if len(spans) > budget:
             out.append((doc_id, label, text[: spans[budget - 1][1]]))
             return out, True
@@ -282,27 +329,27 @@ def _stored_eval_trace(path: str, trace_file: str, mtime: float):
 
 
 def eval_trace(path: str, step: int | None):
-    """The run's eval traces at `step`: eval/trace_step_*.parquet when present, else recorded now."""
-    run = get_run(path)
-    trace_file = Path(run.trace_path(step)) if step is not None else None
-    if trace_file is not None and trace_file.is_file():
-        return _stored_eval_trace(path, str(trace_file), trace_file.stat().st_mtime)
-    docs = tuple((str(_field(d, "doc_id")), str(_field(d, "label")), str(_field(d, "text"))) for d in run.eval_docs())
+    """The run's eval traces at `step`: eval/trace_step_*.parquet when present, else recorded now.
+    HF models have no eval documents: the built-in labelled samples stand in."""
+    if is_hf(path):
+        docs = tuple((name, name, text) for name, text in SAMPLES.items())
+    else:
+        run = get_run(path)
+        trace_file = Path(run.trace_path(step)) if step is not None else None
+        if trace_file is not None and trace_file.is_file():
+            return _stored_eval_trace(path, str(trace_file), trace_file.stat().st_mtime)
+        docs = tuple((str(d.doc_id), str(d.label), str(d.text)) for d in run.eval_docs())
     if not docs:
         return None
     key = docs_key(docs)
     done = st.session_state.setdefault(RECORDED, set())
     if (path, step, key) in done:
         return route_docs(path, step, key, docs)
-    with st.status(f"Recording the routing of {len(docs)} eval documents at step {step}…") as status:
+    with st.status(f"Recording the routing of {len(docs)} documents at step {step}…") as status:
         trace = route_docs(path, step, key, docs)
         status.update(label=f"Recorded {trace.n_tokens:,} tokens of {len(docs)} eval documents", state="complete")
     done.add((path, step, key))
     return trace
-
-
-def _field(doc: Any, name: str) -> Any:
-    return doc.get(name, "") if isinstance(doc, dict) else getattr(doc, name, "")
 
 
 # --- derived tables ------------------------------------------------------------------------------------------
@@ -364,12 +411,12 @@ def projection(path: str, step: int | None, layer: int, method: str):
 
 
 def history(path: str) -> pd.DataFrame:
-    """history/train.jsonl as a DataFrame (read fresh; cheap for the runs this app trains)."""
-    return _frame(get_run(path).history())
+    """history/train.jsonl as a DataFrame (read fresh; cheap for the runs this app trains); empty for HF."""
+    return pd.DataFrame() if is_hf(path) else _frame(get_run(path).history())
 
 
 def eval_history(path: str) -> pd.DataFrame:
-    return _frame(get_run(path).eval_history())
+    return pd.DataFrame() if is_hf(path) else _frame(get_run(path).eval_history())
 
 
 def _frame(rows: Any) -> pd.DataFrame:

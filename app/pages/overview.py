@@ -7,6 +7,15 @@ from app import state
 from moe_core import count_parameters
 
 path, step = state.require_run()
+if state.is_hf(path):
+    from analysis.hf_adapter import hf_folder_info
+
+    info = hf_folder_info(path)
+    st.title(f"Hugging Face model: {info['model_id']}")
+    st.table({"field": list(info), "value": [str(v) for v in info.values()]})
+    st.info("Imported models have no checkpoints or training history: Training dynamics does not apply. "
+            "Token routing, Expert heatmaps and Router geometry work as for our runs.")  # fmt: skip
+    st.stop()
 run = state.get_run(path)
 cfg, moe = run.config, run.config.moe
 st.title("MoE explorer")

@@ -57,12 +57,13 @@ i = st.number_input("Token index", 0, len(tokens) - 1, 0, key="tr_token")
 row = int(tokens.index[i])
 st.markdown(f"Token {i}: `{F.short_token(tokens.loc[row, 'token_text'])}` at layer {layer}")
 if trace.scores is not None:
-    moe = trace.meta.get("config", {}).get("moe", {})
-    steps = F.routing_steps_table(trace.scores[row, layer], state.router_biases(path, step)[layer], trace.top_k,
-                                  moe.get("renormalize", True), moe.get("route_scale", 1.0))  # fmt: skip
+    rec = routing[(routing["token_row"] == row) & (routing["layer"] == layer)]  # what the model chose, by rank
+    recorded = dict(zip(rec["expert"].astype(int), rec["weight"].astype(float)))
+    bias = state.router_biases(path, step)[layer]
+    steps = F.routing_steps_table(trace.scores[row, layer], bias, trace.top_k, recorded=recorded)
     share = float(trace.token_layer.loc[row * L + layer, "shared_share"])
-    flip = bool(routing[(routing["token_row"] == row) & (routing["layer"] == layer)]["bias_flip"].any())
-    if flip or F.bias_changed_choice(steps):
+    flip = bool(rec["bias_flip"].any())
+    if flip:  # recorded by the recorder (it replays group-limited routing without the bias)
         st.warning("The balancing bias changed this choice: an expert was picked only because of its bias.")
     st.plotly_chart(F.routing_steps_figure(steps, shared_share=share), key="tr_steps")
     state.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")

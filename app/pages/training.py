@@ -10,6 +10,9 @@ runs = state.discover_runs()
 names = {p: n for n, p in runs.items()}
 st.title("Training dynamics")
 hist = state.history(path)
+if state.is_hf(path):
+    st.info("Imported Hugging Face models come without training history; choose one of our runs in the sidebar.")
+    st.stop()
 if hist.empty:
     st.info("This run has no training history yet.")
     st.stop()

@@ -94,6 +94,9 @@ def test_routing_steps_bias_flip():
     assert "25%" in fig.layout.annotations[3].text
     no_flip = F.routing_steps_table(scores, np.zeros(4), top_k=2)
     assert not F.bias_changed_choice(no_flip)
+    rec = F.routing_steps_table(scores, np.zeros(4), top_k=2, recorded={2: 0.7, 0: 0.3})  # e.g. group-limited
+    assert rec["chosen"].tolist() == [True, False, True, False] and rec["rank"].tolist() == [1, -1, 0, -1]
+    assert rec["gate_weight"].tolist() == [0.3, 0, 0.7, 0]
 
 
 def test_load_heatmap_shares():

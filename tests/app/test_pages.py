@@ -128,3 +128,28 @@ def test_decode_upload():
         [state.Upload("d.csv", "label,text\ncode,x = 1\nprose,Hello\n", None), state.Upload("notes.md", "hi", None)]
     )
     assert docs == [("d.csv#0", "code", "x = 1"), ("d.csv#1", "prose", "Hello"), ("notes.md", "notes", "hi")]
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory):
+    pytest.importorskip("transformers", reason="Hugging Face models need the optional extra: pip install .[hf]")
+    from tests.app.conftest import make_tiny_hf
+
+    return make_tiny_hf(tmp_path_factory.mktemp("hf") / "tiny-dsv3")
+
+
+def test_pages_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
+    monkeypatch.setenv("MOE_EXPLORER_HF", str(tiny_hf))
+    at = open_page(entry)
+    assert "HF: tiny-dsv3" in at.sidebar.selectbox[0].options
+    at.sidebar.selectbox[0].set_value(str(tiny_hf.resolve())).run()
+    assert not at.exception and "Hugging Face model" in at.title[0].value
+    for page in PAGES[1:-1]:
+        at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        if page == "training":
+            assert "without training history" in at.info[0].value
+    at.switch_page(str(ROOT / "app" / "pages" / "token_routing.py")).run()
+    at.text_area(key=state.KEY_TEXT).set_value("def f(x): return x").run()
+    assert not at.exception and not at.error
+    assert shown_text(markdown_html(at)) == "def f(x): return x"
