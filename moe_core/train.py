@@ -101,6 +101,11 @@ class TrainConfig:
         if model_cfg is not None:
             if self.seq_len > model_cfg.block_size:
                 raise ValueError(f"train.seq_len ({self.seq_len}) must be <= block_size ({model_cfg.block_size})")
+            if (self.vocab_size or model_cfg.vocab_size) < 257:
+                raise ValueError(
+                    f"vocab_size {self.vocab_size or model_cfg.vocab_size} is too small for the byte-level "
+                    "tokenizer (needs >= 257); pass --vocab-size 320 or more"
+                )
             if self.vocab_size > model_cfg.vocab_size:
                 raise ValueError(
                     f"train.vocab_size ({self.vocab_size}) must be <= the model's vocab_size ({model_cfg.vocab_size})"
@@ -502,11 +507,6 @@ def train(
         raise ValueError(
             f"batch_size ({train_cfg.batch_size}) must be divisible by world size x grad_accum "
             f"({d.world} x {train_cfg.grad_accum})"
-        )
-    if model_cfg.vocab_size < 257 and not train_cfg.vocab_size:
-        raise ValueError(
-            f"vocab_size {model_cfg.vocab_size} is too small for the byte-level tokenizer (needs >= 257); "
-            "pass --vocab-size 320 or more"
         )
 
     # ---- the run directory (rank 0 writes; others wait) ----
