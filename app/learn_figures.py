@@ -291,7 +291,7 @@ def tradeoff_figure(rows: pd.DataFrame) -> go.Figure:
                 y=part["maxvio"],
                 mode="markers+text",
                 text=part["label"],
-                textposition="top center",
+                textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(part))],
                 name="Switch aux loss" if method == "switch" else "bias rule",
                 marker=dict(color=color, size=14, symbol=symbol),
                 customdata=part["weight_change"],

@@ -169,6 +169,7 @@ PRESENTATION_CSS = """
 [data-testid="stWidgetLabel"] p { font-size: 1.6rem !important; line-height: 1.4; }
 h1 { font-size: 3.2rem !important; } h2 { font-size: 2.6rem !important; } h3 { font-size: 2.1rem !important; }
 [data-testid="stMetricValue"] { font-size: 2.6rem !important; }
+[data-testid="stSliderThumbValue"], [data-testid="stTickBar"] { font-size: 1.2rem !important; }
 </style>
 """
 

@@ -79,7 +79,8 @@ right.plotly_chart(LF.load_figure(load, f"Load at step {step} (tokens whose top-
 st.plotly_chart(LF.bias_figure(run.biases, step), key="l3_bias")
 
 st.subheader("Three rates side by side, same stream")
-st.plotly_chart(LF.maxvio_figure({f"u = {u:g}": runs[u].maxvio for u in RATES}, 0.05, step), key="l3_rates")
+curves = {f"u = {u:g}": runs[u].maxvio for u in (1e-2, 1e-4, 1e-3)}  # the good rate drawn last, on top
+st.plotly_chart(LF.maxvio_figure(curves, 0.05, step), key="l3_rates")
 summary = []
 for u in RATES:
     s = teaching.steps_to_balance(runs[u].maxvio)
