@@ -21,8 +21,10 @@ def add_app_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", help="run directory to open (default: the shipped run sample_data/default_run)")
     parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     parser.add_argument(
-        "--hf", nargs="*", default=[], metavar="PATH", help="imported Hugging Face model folders to offer as runs"
+        "--hf", nargs="*", default=[], metavar="PATH", help="local Hugging Face MoE model folders to offer as runs"
     )
+    parser.add_argument("--hf-device", default="auto", help="device for --hf models: cpu, cuda, cuda:N or auto")
+    parser.add_argument("--hf-dtype", default="auto", help="dtype for --hf models: auto, float32, bfloat16, float16")
 
 
 def app_command(port: int) -> list[str]:
@@ -36,11 +38,13 @@ def app_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def app_env(run: str | os.PathLike, hf: list[str] | None = None) -> dict[str, str]:
+def app_env(run: str | os.PathLike | None, hf: list[str] | None = None, device="auto", dtype="auto") -> dict[str, str]:
     env = dict(os.environ)
-    env["MOE_EXPLORER_RUN"] = str(Path(run).resolve())
+    if run is not None:
+        env["MOE_EXPLORER_RUN"] = str(Path(run).resolve())
     if hf:
         env["MOE_EXPLORER_HF"] = os.pathsep.join(str(Path(p).resolve()) for p in hf)
+        env["MOE_EXPLORER_HF_DEVICE"], env["MOE_EXPLORER_HF_DTYPE"] = device, dtype
     return env
 
 
@@ -66,8 +70,16 @@ def run_app(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     for p in args.hf or []:
-        if not Path(p).exists():
-            raise ValueError(f"--hf path not found: {p}")
-    run = resolve_run(args.run)
-    print(f"moe-explorer app: opening {run} at http://localhost:{args.port}", flush=True)
-    return subprocess.call(app_command(args.port), env=app_env(run, args.hf))
+        if not (Path(p) / "config.json").is_file():
+            raise ValueError(f"--hf {p}: not a Hugging Face model folder (no config.json)")
+    # with --hf only, a missing shipped run is fine: the app opens on the HF model
+    run = None if args.hf and args.run is None and not _shipped_exists() else resolve_run(args.run)
+    print(f"moe-explorer app: opening {run or args.hf[0]} at http://localhost:{args.port}", flush=True)
+    env = app_env(run, args.hf, getattr(args, "hf_device", "auto"), getattr(args, "hf_dtype", "auto"))
+    return subprocess.call(app_command(args.port), env=env)
+
+
+def _shipped_exists() -> bool:
+    from moe_core.run import default_run_path, is_run_dir
+
+    return is_run_dir(default_run_path())

@@ -153,3 +153,23 @@ def test_pages_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
     at.text_area(key=state.KEY_TEXT).set_value("def f(x): return x").run()
     assert not at.exception and not at.error
     assert shown_text(markdown_html(at)) == "def f(x): return x"
+
+
+def test_launch_command_and_errors(tiny_run, tmp_path):
+    import argparse
+
+    from app import launch
+
+    cmd = launch.app_command(8555)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/main.py")
+    for flag, value in [("--server.headless", "true"), ("--server.fileWatcherType", "none"),
+                        ("--browser.gatherUsageStats", "false"), ("--server.port", "8555")]:  # fmt: skip
+        assert cmd[cmd.index(flag) + 1] == value
+    assert launch.resolve_run(str(tiny_run)) == tiny_run
+    with pytest.raises(ValueError, match="not a run directory"):
+        launch.resolve_run(str(tmp_path))
+    assert launch.app_env(tiny_run)["MOE_EXPLORER_RUN"] == str(tiny_run.resolve())
+    with pytest.raises(ValueError, match="no config.json"):
+        launch.run_app(argparse.Namespace(run=None, port=8555, hf=[str(tmp_path)]))
+    with pytest.raises(ValueError, match="--port"):
+        launch.run_app(argparse.Namespace(run=str(tiny_run), port=0, hf=[]))
