@@ -3,7 +3,8 @@
 A teacher shares a link such as `lesson_3_bias?u=0.001&seed=2&step=150` and it opens that exact
 configuration. Each lesson declares its parameters as `Spec`s; `init_params` copies validated URL values
 into `st.session_state` (the widgets' keys) the first time the page runs, `write_params` puts the current
-widget values back into the URL after every run. Bad values never crash a page: they are replaced by the
+widget values back into the URL after every run (and keeps a copy, restored when the student comes back
+to the page from another one, since navigation clears the URL). Bad values never crash a page: they are replaced by the
 default or clamped into range, with a message that names the parameter (never echoes its value).
 
 Parsing is pure (`parse_value`), so it is tested without Streamlit.
@@ -125,7 +126,10 @@ def init_params(prefix: str, specs: dict[str, Spec]) -> list[str]:
         first_key = widget_key(prefix, name, 0 if isinstance(spec.default, tuple) else None)
         if first_key in st.session_state:
             continue
-        value, found = parse_value(name, _raw(name), spec)
+        raw = _raw(name)
+        if raw is None:  # not in the link: what this session last had on the page (saved by write_params)
+            raw = st.session_state.get(_saved_key(prefix), {}).get(name)
+        value, found = parse_value(name, raw, spec)
         problems += found
         if isinstance(spec.default, tuple):
             for i, v in enumerate(value):
@@ -148,12 +152,19 @@ def get_params(prefix: str, specs: dict[str, Spec]) -> dict[str, object]:
     return out
 
 
+def _saved_key(prefix: str) -> str:
+    return f"_{prefix}_saved"  # not a widget key, so it survives visits to other pages
+
+
 def write_params(prefix: str, specs: dict[str, Spec]) -> None:
-    """Put the current settings into the URL (only those that changed, so the URL is stable)."""
+    """Put the current settings into the URL (only those that changed, so the URL is stable), and keep a
+    copy in the session so that coming back to the page (navigation clears the URL) restores them."""
+    saved = {}
     for name, value in get_params(prefix, specs).items():
-        text = format_value(value)
+        text = saved[name] = format_value(value)
         if _raw(name) != text:
             st.query_params[name] = text
+    st.session_state[_saved_key(prefix)] = saved
 
 
 # --- presentation mode --------------------------------------------------------------------------------

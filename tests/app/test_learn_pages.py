@@ -210,3 +210,17 @@ def test_lesson_6_with_a_run_shows_its_numbers(monkeypatch, tmp_path):
     assert metrics(at)["MaxVio_batch, layer 1"] == "2.000"  # (30 - 10) / 10
     assert "Run my run, training step 40" in at.text[0].value
     assert any("run=my+run" in m.value for m in at.markdown)
+
+
+def test_settings_survive_a_visit_to_another_lesson():
+    def go(at, file):  # like the browser's navigation, which clears the URL's query parameters
+        at.query_params.clear()
+        return at.switch_page(f"pages/learn/{file}").run()
+
+    at = AppTest.from_file(str(LEARN.parents[1] / "main.py"), default_timeout=30).run()
+    go(at, "lesson_1_partition.py").slider(key="l1_w_0").set_value(-1.5).run()
+    assert go(at, "lesson_2_gates.py").slider(key="l2_w_0").value == 2.0  # each lesson has its own router
+    go(at, "lesson_1_partition.py")
+    assert not at.exception
+    assert at.slider(key="l1_w_0").value == -1.5
+    assert at.query_params["w"] == "-1.5,0,0,2,-2,0,0,-2"
