@@ -82,9 +82,13 @@ def top1_table(routing: pd.DataFrame, layer: int) -> pd.Series:
 
 def routing_summary(routing: pd.DataFrame) -> pd.Series:
     """Per (token_row, layer): 'E3 0.62, E1 0.38' (chosen experts by rank with gate weights)."""
-    r = routing.sort_values(["token_row", "layer", "rank"])
-    parts = "E" + r["expert"].astype(int).astype(str) + " " + r["weight"].astype(float).map("{:.2f}".format)
-    return parts.groupby([r["token_row"], r["layer"]]).agg(", ".join)
+    r = routing.sort_values(["token_row", "layer", "rank"], kind="stable")
+    keys = list(zip(r["token_row"].tolist(), r["layer"].tolist()))
+    texts: dict[tuple[int, int], list[str]] = {}
+    for key, e, w in zip(keys, r["expert"].tolist(), r["weight"].tolist()):  # plain Python: fast for 10^4 rows
+        texts.setdefault(key, []).append(f"E{e} {w:.2f}")
+    index = pd.MultiIndex.from_tuples(list(texts), names=["token_row", "layer"])
+    return pd.Series([", ".join(v) for v in texts.values()], index=index, dtype=object)
 
 
 def colored_text_html(
@@ -149,19 +153,16 @@ def legend_html(n_experts: int, counts: Sequence[int] | None = None) -> str:
 def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int, n_experts: int) -> go.Figure:
     """Heatmap: x = token (in order), y = MoE layer, colour = top-1 expert; hover = all chosen experts + weights."""
     rows = tokens.index.to_numpy()
-    col_of = {row: i for i, row in enumerate(rows)}
     z = np.full((n_layers, len(rows)), np.nan)
     hover = np.full((n_layers, len(rows)), "", dtype=object)
-    top1 = routing[routing["rank"] == 0]
-    for row, layer, expert in zip(top1["token_row"], top1["layer"], top1["expert"]):
-        if row in col_of:
-            z[int(layer), col_of[row]] = expert
-    summary = routing_summary(routing)
-    texts = tokens["token_text"].map(lambda t: esc(short_token(t)))
-    for (row, layer), s in summary.items():
-        if row in col_of:
-            i = col_of[row]
-            hover[int(layer), i] = f"token {i}: <b>{texts.iloc[i]}</b><br>layer {int(layer)}: {s}"
+    top1 = routing[(routing["rank"] == 0) & routing["token_row"].isin(rows)]
+    cols = np.searchsorted(rows, top1["token_row"].to_numpy())  # token rows are sorted
+    z[top1["layer"].to_numpy().astype(int), cols] = top1["expert"].to_numpy()
+    texts = [esc(short_token(t)) for t in tokens["token_text"].tolist()]
+    summary = routing_summary(routing[routing["token_row"].isin(rows)])
+    for (row, layer), s in zip(summary.index.tolist(), summary.tolist()):
+        i = int(np.searchsorted(rows, row))
+        hover[int(layer), i] = f"token {i}: <b>{texts[i]}</b><br>layer {int(layer)}: {s}"
     colors = expert_colors(n_experts)
     fig = go.Figure(
         go.Heatmap(
