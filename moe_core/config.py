@@ -219,9 +219,9 @@ def _small() -> ModelConfig:
 
 
 def _tiny() -> ModelConfig:
-    # For tests: d 32, 2 layers, 4 experts.
+    # For tests: d 32, 2 layers, 4 experts (vocab 320: a byte-level BPE needs >= 257).
     return ModelConfig(
-        vocab_size=256,
+        vocab_size=320,
         block_size=32,
         n_layer=2,
         n_head=2,

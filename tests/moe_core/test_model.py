@@ -17,7 +17,7 @@ def test_forward_shapes_and_public_api():
     model = tiny_model()
     idx = torch.randint(0, 256, (3, 20))
     logits, aux = model(idx)
-    assert logits.shape == (3, 20, 256)
+    assert logits.shape == (3, 20, 320)
     assert aux.shape == () and aux.item() == 0.0  # aux-loss-free only: no aux loss
     assert model.embed.weight is not None and len(model.moe_layers) == 2
 
