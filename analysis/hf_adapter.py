@@ -169,7 +169,18 @@ def family_of(cfg: dict[str, Any], path: str | Path = "") -> tuple[str, FamilySp
 def safetensors_params(path: str | Path) -> tuple[int, int]:
     """(parameters, bytes) of the *.safetensors files in a folder, read from their headers only.
     ValueError for a folder without safetensors weights or with a truncated/corrupted file."""
-    files = sorted(Path(path).glob("*.safetensors"))
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():  # count only the shards the model uses (some folders also hold consolidated copies)
+        try:
+            used = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (UnicodeDecodeError, ValueError, KeyError, AttributeError):
+            raise ValueError(f"{index} is corrupted (not a safetensors index)") from None
+        missing = sorted(used - {f.name for f in files})
+        if missing:
+            raise ValueError(f"{path} lacks weight shard(s) listed in its index: {', '.join(missing[:3])}")
+        files = [f for f in files if f.name in used]
     if not files:
         raise ValueError(
             f"{path} has no .safetensors weights (pickled .bin checkpoints are never loaded; convert them first)"
@@ -200,7 +211,7 @@ def hf_folder_info(path: str | Path) -> dict[str, Any]:
     """What the app's model picker shows, without loading weights or transformers:
     {path, model_id, model_type, family, architecture, n_layers, n_experts, top_k, n_params, weights_gb,
     supported, reason}. Never raises for a bad folder: `supported` is False and `reason` says why."""
-    path = Path(path)
+    path = Path(path).expanduser()
     info: dict[str, Any] = {"path": str(path), "model_id": path.name, "supported": False, "reason": ""}
     try:
         cfg = read_config(path)
@@ -666,7 +677,9 @@ def add_hf_arguments(parser: argparse.ArgumentParser, path_arg: bool = True) -> 
     --hf-device-map, --hf-window."""
     if path_arg:
         parser.add_argument("--hf", default=None, metavar="PATH", help="a local Hugging Face MoE model folder")
-    parser.add_argument("--hf-device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    parser.add_argument(
+        "--hf-device", default=None, help="cpu, cuda, cuda:N or auto (default: --device when given, else auto)"
+    )
     parser.add_argument("--hf-dtype", default="auto", choices=["auto", *DTYPES], help="auto: bfloat16 on GPU")
     parser.add_argument(
         "--hf-device-map", default=None, help='accelerate device map, e.g. "auto" to spread the model over all GPUs'
@@ -676,9 +689,10 @@ def add_hf_arguments(parser: argparse.ArgumentParser, path_arg: bool = True) -> 
 
 def load_from_args(args: argparse.Namespace, path: str | None = None) -> HFMoEModel:
     """`load_hf_model` with the --hf-* options (path defaults to args.hf)."""
+    device = getattr(args, "hf_device", None) or getattr(args, "device", None) or "auto"
     return load_hf_model(
         path or args.hf,
-        device=getattr(args, "hf_device", "auto"),
+        device=device,
         dtype=getattr(args, "hf_dtype", "auto"),
         device_map=getattr(args, "hf_device_map", None),
     )
@@ -690,6 +704,115 @@ def trace_from_hf_args(args: argparse.Namespace, docs: Any) -> RoutingTrace:
     return record_hf(
         hf, docs, batch_size=getattr(args, "batch_size", None) or 8, window=getattr(args, "hf_window", 512)
     )
+
+
+# --- tiny random checkpoints (tests and demos, e.g. the app's AppTest; nothing downloaded) -----------------------
+
+TINY_TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "def add(a, b):\n    return a + b\n" * 3,
+    "Les experts du routeur choisissent les jetons, déjà vu. " * 2,
+]
+_TINY_COMMON: dict[str, Any] = {
+    "vocab_size": 300,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 48,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": False,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 1,
+    "num_experts_per_tok": 2,
+}
+_TINY_MLA = {"num_key_value_heads": 4, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8}
+_TINY_MLA.update(qk_nope_head_dim=8, v_head_dim=8)
+_TINY_SHARED = {"moe_intermediate_size": 16, "n_shared_experts": 1, "n_group": 4, "topk_group": 2}
+TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {  # family -> (transformers config class, overrides)
+    "mixtral": ("MixtralConfig", {"num_local_experts": 4}),
+    "qwen2_moe": (
+        "Qwen2MoeConfig",
+        {"num_experts": 6, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24},
+    ),
+    "qwen3_moe": ("Qwen3MoeConfig", {"num_experts": 6, "moe_intermediate_size": 16, "head_dim": 8}),
+    "olmoe": ("OlmoeConfig", {"num_experts": 8}),
+    "deepseek_v3": (
+        "DeepseekV3Config",
+        {
+            **_TINY_MLA,
+            **_TINY_SHARED,
+            "n_routed_experts": 8,
+            "first_k_dense_replace": 0,
+            "routed_scaling_factor": 2.5,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+    ),  # fmt: skip
+    "glm4_moe": (
+        "Glm4MoeConfig",
+        {**_TINY_SHARED, "head_dim": 8, "n_routed_experts": 8, "first_k_dense_replace": 0},
+    ),
+    "deepseek_v2": (  # a dense first block: one MoE layer
+        "DeepseekV2Config",
+        {
+            **_TINY_MLA,
+            **_TINY_SHARED,
+            "n_routed_experts": 8,
+            "first_k_dense_replace": 1,
+            "topk_method": "group_limited_greedy",
+        },
+    ),  # fmt: skip
+    "gpt_oss": ("GptOssConfig", {"num_local_experts": 4, "head_dim": 8}),
+    "granitemoe": ("GraniteMoeConfig", {"num_local_experts": 4}),
+    "phimoe": ("PhimoeConfig", {"num_local_experts": 4}),
+}
+
+
+def tiny_hf_config(family: str):
+    """A tiny config of a supported family: hidden 32, 2 blocks, 4-8 experts, top-2, vocab 300."""
+    import transformers
+
+    cls_name, overrides = TINY_CONFIGS[family]
+    return getattr(transformers, cls_name)(**{**_TINY_COMMON, **overrides})
+
+
+def save_tiny_hf_model(
+    folder: str | Path,
+    family: str = "olmoe",
+    *,
+    seed: int = 0,
+    bias: torch.Tensor | None = None,
+    texts: Sequence[str] = TINY_TEXTS,
+) -> Path:
+    """Write a random-weight model of `family` (safetensors) and a byte-level BPE tokenizer trained on `texts`
+    (vocab 300, puts <s> before every text) into `folder`. Routers get N(0, 1) weights so top-k choices are far
+    from ties; `bias` sets DeepSeek-V3's e_score_correction_bias in every MoE layer."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    folder = Path(folder)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(tiny_hf_config(family)).eval()
+    spec = FAMILIES[family]
+    with torch.no_grad():
+        for layer in find_moe_layers(model, spec):
+            layer.router.weight.normal_(0, 1.0)
+            if bias is not None:
+                getattr(layer.router, spec.bias_attr).copy_(bias)
+    model.save_pretrained(folder, safe_serialization=True)
+    fast.save_pretrained(folder)
+    return folder
 
 
 def _first_line(exc: BaseException) -> str:

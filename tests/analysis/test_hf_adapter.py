@@ -1,8 +1,8 @@
 """The HF adapter records exactly what each family's own router computes, and fails clearly on bad folders.
 
-Tiny random-weight models (hidden 32, 2 layers, 4-8 experts, vocab 300) are built from the config classes,
-saved with safetensors into temp folders with a locally trained byte-level BPE tokenizer, and loaded back
-through `load_hf_model`. No downloads.
+Tiny random-weight models (hidden 32, 2 layers, 4-8 experts, vocab 300) are built from the config classes
+by `save_tiny_hf_model`, saved with safetensors into temp folders with a locally trained byte-level BPE
+tokenizer, and loaded back through `load_hf_model`. No downloads.
 """
 
 import argparse
@@ -17,124 +17,32 @@ transformers = pytest.importorskip("transformers", reason="the HF adapter needs 
 
 from analysis.hf_adapter import (  # noqa: E402
     FAMILIES,
+    TINY_TEXTS,
     add_hf_arguments,
     deepseek_v3_choice,
     hf_folder_info,
     load_hf_model,
     record_hf,
+    save_tiny_hf_model,
+    tiny_hf_config,
     trace_from_hf_args,
 )
 from analysis.trace import load  # noqa: E402
 
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog. " * 3,
-    "def add(a, b):\n    return a + b\n" * 3,
-    "Les experts du routeur choisissent les jetons, déjà vu. " * 2,
-]
+TEXTS = TINY_TEXTS
 WINDOW = 12  # text tokens per forward: every document spans several windows, some batched together
-VOCAB = 300
-
-COMMON = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=48,
-    max_position_embeddings=64,
-    tie_word_embeddings=False,
-    bos_token_id=0,
-    eos_token_id=1,
-    pad_token_id=1,
-)
-MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
-
-
-def tiny_config(family: str):
-    """A tiny config of each supported family (DeepSeek-V2 has a dense first block: 1 MoE layer)."""
-    moe = dict(num_experts_per_tok=2)
-    if family == "mixtral":
-        return transformers.MixtralConfig(**COMMON, **moe, num_local_experts=4)
-    if family == "qwen2_moe":
-        return transformers.Qwen2MoeConfig(
-            **COMMON, **moe, num_experts=6, moe_intermediate_size=16, shared_expert_intermediate_size=24
-        )
-    if family == "qwen3_moe":
-        return transformers.Qwen3MoeConfig(**COMMON, **moe, num_experts=6, moe_intermediate_size=16, head_dim=8)
-    if family == "olmoe":
-        return transformers.OlmoeConfig(**COMMON, **moe, num_experts=8)
-    if family == "deepseek_v3":
-        return transformers.DeepseekV3Config(
-            **{**COMMON, **MLA}, **moe, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
-            first_k_dense_replace=0, n_group=4, topk_group=2, routed_scaling_factor=2.5,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        )  # fmt: skip
-    if family == "glm4_moe":
-        return transformers.Glm4MoeConfig(
-            **COMMON, **moe, head_dim=8, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
-            first_k_dense_replace=0, n_group=4, topk_group=2,
-        )  # fmt: skip
-    if family == "deepseek_v2":
-        return transformers.DeepseekV2Config(
-            **{**COMMON, **MLA}, **moe, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
-            first_k_dense_replace=1, topk_method="group_limited_greedy", n_group=4, topk_group=2,
-        )  # fmt: skip
-    if family == "gpt_oss":
-        return transformers.GptOssConfig(**COMMON, **moe, num_local_experts=4, head_dim=8)
-    if family == "granitemoe":
-        return transformers.GraniteMoeConfig(**COMMON, **moe, num_local_experts=4)
-    if family == "phimoe":
-        return transformers.PhimoeConfig(**COMMON, **moe, num_local_experts=4)
-    raise AssertionError(family)
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """A byte-level BPE (vocab 300) that puts <s> before every text, saved as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(TEXTS, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    assert tok.token_to_id("<s>") == 0 and tok.get_vocab_size() <= VOCAB
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-    out = tmp_path_factory.mktemp("tokenizer")
-    fast.save_pretrained(out)
-    return out
-
-
-def save_tiny(family: str, folder, tokenizer_dir, bias: torch.Tensor | None = None):
-    """Build, sharpen the routers (weights ~ N(0, 1): top-k choices far from ties), save with safetensors."""
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(tiny_config(family)).eval()
-    spec = FAMILIES[family]
-    with torch.no_grad():
-        for module in model.modules():
-            if type(module).__name__ == spec.router_class:
-                module.weight.normal_(0, 1.0)
-                if bias is not None:
-                    getattr(module, spec.bias_attr).copy_(bias)
-    model.save_pretrained(folder, safe_serialization=True)
-    for f in tokenizer_dir.iterdir():
-        shutil.copy(f, folder / f.name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory, tokenizer_dir):
+def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
-    return {family: save_tiny(family, root / family, tokenizer_dir) for family in FAMILIES}
+    return {family: save_tiny_hf_model(root / family, family) for family in FAMILIES}
 
 
 def direct_windows(hf, text):
     """Independent reference: each window of `text` run alone (BOS + window tokens), router inputs caught by
-    pre-hooks, then each family's router module called directly on them. Per layer: list of
-    (x_TD, logits_TE, weights_TK, idx_TK, routed_norm_T, shared_norm_T) over the windows, BOS row dropped."""
+    pre-hooks, then each family's router module called directly on them. Per layer one tuple
+    (x_TD, logits_TE, weights_TK, idx_TK, routed_norm_T, shared_norm_T), windows concatenated, BOS rows dropped."""
     ids = hf.tokenizer(text, add_special_tokens=False)["input_ids"]
     seen = [[] for _ in hf.layers]
     handles = [
@@ -168,7 +76,7 @@ def test_records_what_the_router_computes(family, folders):
     hf = load_hf_model(folders[family], device="cpu")
     assert hf.model_type == family and hf.tokenizer.is_fast and not hf.model.training
     trace = record_hf(hf, TEXTS, labels=["prose", "code", "fr"], batch_size=2, window=WINDOW, max_hidden=10_000)
-    cfg = tiny_config(family)
+    cfg = tiny_hf_config(family)
     L = 1 if family == "deepseek_v2" else 2
     E, K = hf.n_experts, 2
     n = trace.n_tokens
@@ -213,7 +121,7 @@ def test_deepseek_v3_choice_matches_the_model_router():
     torch.manual_seed(1)
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
-    router = DeepseekV3TopkRouter(tiny_config("deepseek_v3"))
+    router = DeepseekV3TopkRouter(tiny_hf_config("deepseek_v3"))
     with torch.no_grad():
         router.weight.normal_()
     x_TD = torch.randn(200, 32)
@@ -225,9 +133,9 @@ def test_deepseek_v3_choice_matches_the_model_router():
         assert torch.equal(idx.sort(-1).values, mine.sort(-1).values)
 
 
-def test_deepseek_v3_bias_steers_the_choice(tmp_path, tokenizer_dir):
+def test_deepseek_v3_bias_steers_the_choice(tmp_path):
     bias = torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0])  # expert 3 wins every biased choice
-    folder = save_tiny("deepseek_v3", tmp_path / "v3", tokenizer_dir, bias=bias)
+    folder = save_tiny_hf_model(tmp_path / "v3", "deepseek_v3", bias=bias)
     hf = load_hf_model(folder, device="cpu", dtype="float32")
     trace = record_hf(hf, TEXTS, window=WINDOW, max_hidden=0)
     experts = trace.experts_array()
@@ -251,9 +159,10 @@ def test_deepseek_v3_bias_steers_the_choice(tmp_path, tokenizer_dir):
 def test_trace_round_trip_and_cli_hooks(folders, tmp_path):
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto")  # analysis/cli.py has one: --hf-device falls back to it
     add_hf_arguments(parser)
-    args = parser.parse_args(["--hf", str(folders["qwen2_moe"]), "--hf-device", "cpu", "--hf-window", "20"])
-    assert (args.hf_dtype, args.hf_device_map) == ("auto", None)
+    args = parser.parse_args(["--hf", str(folders["qwen2_moe"]), "--device", "cpu", "--hf-window", "20"])
+    assert (args.hf_device, args.hf_dtype, args.hf_device_map) == (None, "auto", None)
     trace = trace_from_hf_args(args, TEXTS[:2])
     assert trace.meta["block_size"] == 20 and trace.meta["dtype"] == "float32" and trace.meta["device"] == "cpu"
     assert trace.meta["prefix_tokens"] == [0] and trace.meta["family"] == "Qwen2-MoE"
@@ -274,6 +183,9 @@ def test_device_map_auto_matches_plain_load(folders):
     mapped = record_hf(hf, TEXTS[1], window=WINDOW)
     np.testing.assert_array_equal(mapped.experts_array(), plain.experts_array())
     np.testing.assert_allclose(mapped.scores, plain.scores, rtol=1e-5, atol=1e-7)
+    lean = record_hf(hf, TEXTS[1], window=WINDOW, keep_scores=False, max_hidden=0)  # entropy still recorded
+    assert lean.scores is None and lean.hidden is None
+    np.testing.assert_allclose(lean.token_layer["entropy"], plain.token_layer["entropy"], rtol=1e-5)
 
 
 def test_bfloat16_load(folders):
@@ -300,8 +212,8 @@ def one_line_error(path, match):
     return str(err.value)
 
 
-def test_non_moe_model_is_refused(tmp_path, tokenizer_dir):
-    cfg = transformers.LlamaConfig(**{k: v for k, v in COMMON.items()})
+def test_non_moe_model_is_refused(tmp_path):
+    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
     msg = one_line_error(tmp_path / "llama", "LlamaForCausalLM")
     assert "model_type 'llama'" in msg and "not a supported MoE architecture" in msg
@@ -331,6 +243,12 @@ def test_corrupted_folders_fail_clearly(folders, tmp_path):
     (no_weights / "model.safetensors").unlink()
     (no_weights / "pytorch_model.bin").write_bytes(b"never unpickled")
     one_line_error(no_weights, "no .safetensors weights")
+
+    sharded = tmp_path / "sharded"  # an index naming a shard that is not there
+    shutil.copytree(folders["mixtral"], sharded)
+    index = {"metadata": {}, "weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    one_line_error(sharded, "lacks weight shard")
 
     # a well-formed file missing a router: transformers would initialise it randomly; we refuse
     partial = tmp_path / "partial"
