@@ -13,6 +13,7 @@ Parsing is pure (`parse_value`), so it is tested without Streamlit.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,3 +250,36 @@ def router_controls(prefix: str, label: str = "Router weights and biases", expan
 def weights_array(params: dict) -> tuple:
     """(W (E, 2), bias (E,)) as numpy arrays from the settings dict."""
     return np.array(params["w"], dtype=float).reshape(N_EXPERTS, 2), np.array(params["b"], dtype=float)
+
+
+# --- stepping through a simulation (lesson 3) -------------------------------------------------------------
+
+
+def _move(prefix: str, delta: int, n_steps: int) -> None:
+    """Button callback: it runs before the widgets are drawn again, so it may set the Step widget's value."""
+    key = widget_key(prefix, "step")
+    st.session_state[key] = int(min(max(st.session_state.get(key, 0) + delta, 0), n_steps))
+
+
+def play_advance(prefix: str, n_steps: int, stride: int) -> bool:
+    """Call before the widgets: while Play is on, move `stride` steps (Play turns itself off at the end)."""
+    playing = bool(st.session_state.get(f"{prefix}_play", False))
+    if playing:
+        _move(prefix, stride, n_steps)
+        st.session_state[f"{prefix}_play"] = st.session_state[widget_key(prefix, "step")] < n_steps
+    return playing
+
+
+def step_buttons(prefix: str, n_steps: int, stride: int, pause: float) -> None:
+    """Play toggle and Step / +10 / +100 / Reset buttons acting on the `step` setting."""
+    cols = st.columns(5)
+    cols[0].toggle("Play", key=f"{prefix}_play", help=f"{stride} steps every {pause} s")
+    for col, (label, delta) in zip(cols[1:], (("Step ▶", 1), ("+10 ▶▶", 10), ("+100 ▶▶▶", 100), ("Reset ⟲", -n_steps))):
+        col.button(label, on_click=_move, args=(prefix, delta, n_steps), width="stretch")
+
+
+def play_continue(prefix: str, playing: bool, pause: float) -> None:
+    """Call last: while Play is still on, wait `pause` seconds and rerun the page (the next frame)."""
+    if playing and st.session_state.get(f"{prefix}_play"):
+        time.sleep(pause)
+        st.rerun()

@@ -1,7 +1,5 @@
 """Lesson 3: a skewed token stream overloads two experts; the aux-loss-free bias rule restores balance."""
 
-import time
-
 import numpy as np
 import streamlit as st
 
@@ -30,11 +28,6 @@ def simulate(w: tuple, b0: tuple, score: str, seed: int) -> tuple[dict, np.ndarr
     return runs, batches[:, :SHOWN].copy()
 
 
-def _move(delta: int) -> None:  # button callback: runs before the widgets are drawn again
-    key = LS.widget_key(P, "step")
-    st.session_state[key] = int(min(max(st.session_state.get(key, 0) + delta, 0), N_STEPS))
-
-
 params = LS.lesson_header("Imbalance and the bias rule", P, SPECS)
 st.markdown(
     "Real token streams are skewed: here the tokens sit in a small cloud that experts **E0** and **E1** "
@@ -42,20 +35,12 @@ st.markdown(
     "(Wang et al. 2024, DeepSeek-V3) nudges every bias: **b_i ← b_i + u · sign(mean load − load_i)**. "
     "Overloaded experts go down, idle ones go up, until the load evens out. MaxVio = (max load − mean) / mean."
 )
-playing = st.session_state.get(f"{P}_play", False)
-if playing:  # Play: advance before the Step widget is drawn, rerun at the end of the page
-    _move(PLAY_STRIDE)
-    st.session_state[f"{P}_play"] = st.session_state[LS.widget_key(P, "step")] < N_STEPS
+playing = LS.play_advance(P, N_STEPS, PLAY_STRIDE)  # before the Step widget is drawn
 c1, c2, c3 = st.columns([2, 1, 1])
 c1.select_slider("Rate u", RATES, key=LS.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
 c2.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
 c3.number_input("Step", 0, N_STEPS, key=LS.widget_key(P, "step"))
-b0, b1, b2, b3, b4 = st.columns(5)
-b0.toggle("Play", key=f"{P}_play", help=f"{PLAY_STRIDE} steps every {PLAY_PAUSE} s")
-b1.button("Step ▶", on_click=_move, args=(1,), width="stretch")
-b2.button("+10 ▶▶", on_click=_move, args=(10,), width="stretch")
-b3.button("+100 ▶▶▶", on_click=_move, args=(100,), width="stretch")
-b4.button("Reset ⟲", on_click=_move, args=(-N_STEPS,), width="stretch")
+LS.step_buttons(P, N_STEPS, PLAY_STRIDE, PLAY_PAUSE)
 LS.router_controls(P, "Router weights (as in lesson 1) and biases at step 0", expanded=False)
 params = LS.get_params(P, SPECS)
 
@@ -99,6 +84,4 @@ LS.predict_then_reveal(
     "takes small enough steps to settle; u = 1e-4 would settle too, but takes ten times longer.",
 )
 LS.write_params(P, SPECS)
-if playing and st.session_state[f"{P}_play"]:
-    time.sleep(PLAY_PAUSE)
-    st.rerun()
+LS.play_continue(P, playing, PLAY_PAUSE)
