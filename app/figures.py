@@ -487,6 +487,35 @@ def run_curves(
     return fig
 
 
+def aux_series(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{aux loss name: (steps, values)} from the history's `aux` dicts (empty when no aux loss is on)."""
+    if "aux" not in history:
+        return {}
+    rows = [(s, a) for s, a in zip(history["step"], history["aux"]) if isinstance(a, dict)]
+    names = sorted({k for _, a in rows for k in a})
+    return {
+        n: (np.array([s for s, a in rows if n in a]), np.array([float(a[n]) for _, a in rows if n in a])) for n in names
+    }
+
+
+def history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """The history with nested lists/dicts flattened to columns (load_l0_e3, bias_l1_e0, aux_switch, …) for CSV."""
+    out = history.drop(columns=[c for c in history if history[c].map(lambda v: isinstance(v, (list, dict))).any()])
+    for col in history:
+        if col in out:
+            continue
+        first = next((v for v in history[col] if isinstance(v, (list, dict))), None)
+        if isinstance(first, dict):
+            for key in sorted({k for v in history[col] if isinstance(v, dict) for k in v}):
+                out[f"{col}_{key}"] = [v.get(key) if isinstance(v, dict) else None for v in history[col]]
+        else:
+            arr = np.asarray([v if isinstance(v, list) else np.full(np.shape(first), np.nan) for v in history[col]])
+            for idx in np.ndindex(arr.shape[1:]):
+                name = "_".join(f"{p}{i}" for p, i in zip(("l", "e"), idx))
+                out[f"{col}_{name}"] = arr[(slice(None), *idx)]
+    return out
+
+
 def maxvio_series(history: pd.DataFrame, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MaxVio_batch over steps at one layer, or averaged over layers when `layer` is None."""
     steps, v = history_array(history, "maxvio_batch")  # (N, L)

@@ -52,6 +52,18 @@ SAMPLES = {
 }
 
 
+def samples(path: str, per_label: int = 2) -> dict[str, str]:
+    """The built-in samples plus a few of the run's held-out eval documents per domain."""
+    out = dict(SAMPLES)
+    if not is_hf(path):
+        seen: dict[str, int] = {}
+        for doc in get_run(path).eval_docs():
+            if seen.get(doc.label, 0) < per_label:
+                seen[doc.label] = seen.get(doc.label, 0) + 1
+                out[f"eval: {doc.label} #{doc.doc_id}"] = doc.text
+    return out
+
+
 # --- run discovery ----------------------------------------------------------------------------------------
 
 
@@ -562,10 +574,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def layer_param(n_layers: int, default: int = 0) -> int:
-    """The ?layer=N query parameter (Learn pages link to it), clamped to the model's layers."""
-    try:
-        layer = int(st.query_params.get("layer", default))
-    except (TypeError, ValueError):
-        layer = default
-    return min(max(layer, 0), max(n_layers - 1, 0))
+def layer_param(n_layers: int, key: str) -> None:
+    """Prepare the layer widget `key`: a new ?layer=N query parameter (the Learn pages link with it) sets it,
+    and its value is clamped to this model's layers (another run may have fewer). Create the widget after
+    this call without a default value."""
+    last = max(n_layers - 1, 0)
+    wanted = st.query_params.get("layer")
+    if wanted is not None and st.session_state.get(f"_moe_qp_{key}") != wanted:
+        st.session_state[f"_moe_qp_{key}"] = wanted
+        try:
+            st.session_state[key] = int(wanted)
+        except (TypeError, ValueError):
+            pass
+    value = st.session_state.get(key, 0)
+    st.session_state[key] = min(max(int(value) if isinstance(value, (int, float)) else 0, 0), last)

@@ -18,7 +18,8 @@ if trace is None or trace.hidden is None:
     st.stop()
 
 c1, c2, c3 = st.columns(3)
-layer = c1.selectbox("MoE layer", range(trace.n_layers), index=state.layer_param(trace.n_layers), key="geo_layer")
+state.layer_param(trace.n_layers, "geo_layer")
+layer = c1.selectbox("MoE layer", range(trace.n_layers), key="geo_layer")
 method = c2.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="geo_method",
                   help="PCA is instant; UMAP is computed once per layer and checkpoint, then cached")  # fmt: skip
 color_by = c3.radio("Colour by", ["expert", "domain", "token"], horizontal=True, key="geo_color")

@@ -25,7 +25,8 @@ if trace is None:
     st.stop()
 
 L, E, K = trace.n_layers, trace.n_experts, trace.top_k
-layer = st.selectbox("MoE layer", range(L), index=state.layer_param(L), key="hm_layer")
+state.layer_param(L, "hm_layer")
+layer = st.selectbox("MoE layer", range(L), key="hm_layer")
 experts = trace.experts_array()
 st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}")
 

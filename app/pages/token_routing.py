@@ -15,8 +15,9 @@ if source == "Paste text":
     text = st.text_area("Text", key=state.KEY_TEXT, height=140, placeholder="Paste any text or code here…")
     docs = [("input", "input", text)] if text.strip() else []
 elif source == "Sample":
-    name = st.selectbox("Sample", list(state.SAMPLES), key="tr_sample")
-    docs = [("sample", name, state.SAMPLES[name])]
+    samples = state.samples(path)
+    name = st.selectbox("Sample", list(samples), key="tr_sample", help="built-in texts and the run's eval documents")
+    docs = [("sample", name, samples[name])]
 else:
     files = st.file_uploader("Files", type=state.UPLOAD_TYPES, accept_multiple_files=True, help=state.LIMITS_TEXT)
     good, errors = state.read_uploads(files)
@@ -37,7 +38,8 @@ except ValueError as exc:
     st.stop()
 
 L, E = trace.n_layers, trace.n_experts
-layer = st.slider("MoE layer", 0, L - 1, state.layer_param(L), key=state.KEY_LAYER) if L > 1 else 0
+state.layer_param(L, state.KEY_LAYER)
+layer = st.slider("MoE layer", 0, L - 1, key=state.KEY_LAYER) if L > 1 else 0
 doc_ids = list(trace.texts)
 doc = st.selectbox("Document", doc_ids, key="tr_doc") if len(doc_ids) > 1 else doc_ids[0]
 tokens = trace.tokens[trace.tokens["doc_id"] == doc]

@@ -19,7 +19,8 @@ if hist.empty:
 
 L = len(state.get_run(path).config.moe_layers)
 c1, c2, c3 = st.columns([1, 3, 1])
-layer = c1.selectbox("MoE layer", range(L), index=state.layer_param(L), key="td_layer")
+state.layer_param(L, "td_layer")
+layer = c1.selectbox("MoE layer", range(L), key="td_layer")
 others = c2.multiselect("Overlay runs", [p for p in runs.values() if p != path], format_func=names.get, key="td_runs")
 smooth = c3.slider("Smoothing", 0.0, 0.99, 0.8, key="td_smooth")
 histories = {names.get(p, p): state.history(p) for p in [path, *others]}
@@ -46,9 +47,17 @@ with c1:
 with c2:
     st.plotly_chart(F.bias_curves(hist, layer), key="td_bias")
 steps, load = F.history_array(hist, "load")
+c1, c2 = st.columns(2)
 if load.ndim == 3:
-    table = F.matrix_frame(load[:, layer, :], "step", "expert", "load", rows=steps)
-    state.download_csv(table, f"load_layer{layer}.csv", "Download load per step (CSV)")
+    with c1:
+        table = F.matrix_frame(load[:, layer, :], "step", "expert", "load", rows=steps)
+        state.download_csv(table, f"load_layer{layer}.csv", "Download load per step (CSV)")
+with c2:
+    state.download_csv(F.history_table(hist), "history.csv", "Download the whole history (CSV: losses, bias, …)")
+aux = F.aux_series(hist)
+if aux:
+    st.plotly_chart(F.run_curves(aux, "Auxiliary balancing losses", "loss", smooth), key="td_aux")
+    state.download_csv(F.series_frame(aux, "value"), "aux_losses.csv")
 
 st.subheader("Routing at a checkpoint")
 ckpts = state.checkpoints(path)

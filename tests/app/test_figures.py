@@ -198,3 +198,14 @@ def test_flow_frame():
     flow = np.zeros((1, 2, 2), dtype=int)
     flow[0, 1, 0] = 4
     assert F.flow_frame(flow).values.tolist() == [[0, 1, 0, 4]]
+
+
+def test_aux_series_and_history_table(history):
+    history = history.assign(aux=[{"switch": 0.5}, {"switch": 0.25, "zloss": 1.0}])
+    aux = F.aux_series(history)
+    assert list(aux) == ["switch", "zloss"]
+    assert aux["switch"][1].tolist() == [0.5, 0.25] and aux["zloss"][0].tolist() == [2]
+    table = F.history_table(history)
+    assert table.loc[1, "load_l0_e1"] == 2 and table.loc[1, "bias_l0_e1"] == 0.001
+    assert table.loc[0, "maxvio_batch_l0"] == 0.5 and table.loc[1, "aux_zloss"] == 1.0
+    assert "load" not in table and table["loss"].tolist() == [5.0, 4.0]
