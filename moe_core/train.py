@@ -544,6 +544,8 @@ def train(
             info = dict(run.info)
             info["train"] = train_cfg.to_dict()
             write_json_atomic(run_dir / "run.json", info)
+            for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # temp files of a write cut short by a crash
+                stale.unlink(missing_ok=True)
             # drop history rows after the checkpoint (written after it, before a crash): no loss, no duplicates
             for name in ("train.jsonl", "eval.jsonl"):
                 path = run_dir / "history" / name

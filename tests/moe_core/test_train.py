@@ -26,6 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang songs in green trees".split()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and the machine is shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tiny_docs(n: int = 48, seed: int = 0) -> list[Doc]:
     """Two easy domains: word salad and sums."""
     r = random.Random(seed)
@@ -218,9 +227,10 @@ def _write_corpus(folder: Path) -> None:
                 f.write(json.dumps({"doc_id": d.doc_id, "label": d.label, "source": d.source, "text": d.text}) + "\n")
 
 
-def _wait_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def _wait_rows(path: Path, n: int, proc: subprocess.Popen, since: float = 0.0, timeout: float = 90.0) -> None:
+    """Wait until `path` holds `n` rows written at or after time `since` (i.e. by this process)."""
     deadline = time.monotonic() + timeout
-    while len(read_jsonl(path)) < n:
+    while sum(r["time"] >= since for r in read_jsonl(path)) < n:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else "trainer exited early"
         assert time.monotonic() < deadline, "trainer too slow"
         time.sleep(0.02)
@@ -252,7 +262,7 @@ def _cli(out: Path, corpus: Path, *extra: str) -> list[str]:
 def test_sigkill_then_resume_then_sigterm_loses_and_duplicates_nothing(tmp_path):
     corpus, out = tmp_path / "corpus", tmp_path / "run"
     _write_corpus(corpus)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     hist = out / "history" / "train.jsonl"
     # 1) killed with SIGKILL mid-run: rows after the last checkpoint are on disk but have no checkpoint
     proc = subprocess.Popen(
@@ -271,9 +281,10 @@ def test_sigkill_then_resume_then_sigterm_loses_and_duplicates_nothing(tmp_path)
     last_ckpt = load_run(out).latest_step()
     assert last_ckpt is not None and last_ckpt >= 10 and read_jsonl(hist)[-1]["step"] >= last_ckpt
     # 2) resumed, then stopped with SIGTERM: it finishes the step and writes a checkpoint there
+    started = time.time()
     proc = subprocess.Popen(_cli(out, corpus, "--resume"), env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_rows(hist, last_ckpt + 4, proc)
+        _wait_rows(hist, 4, proc, since=started)  # rows of the resumed process: its handlers are installed
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
