@@ -299,7 +299,7 @@ class HFMoEModel:
             "family": self.spec.name,
             "model_type": self.model_type,
             "architecture": ", ".join(cfg.architectures or []),
-            "run": None,
+            "run": self.model_id,  # reports and caches label a trace by its run; an HF model has no steps
             "step": None,
             "config": json.loads(cfg.to_json_string(use_diff=False)),
             "n_layers": self.n_layers,
@@ -502,20 +502,21 @@ class HFRoutingRecorder:
         if not self.keep_scores:
             parts["entropy"] = _entropy(parts["scores"])
             del parts["scores"]
-        self._router[i].append({k: v.index_select(0, keep) for k, v in parts.items()})
+        # to the CPU at once: a long text through a big model would otherwise pile up GBs on the GPU
+        self._router[i].append({k: v.index_select(0, keep).cpu() for k, v in parts.items()})
         if len(self._hidden_cpu):
             rows = self._rows(self._keep_hidden, self._hidden_cpu, x_TD.device)
-            self._hidden[i].append(x_TD.index_select(0, rows).float().clamp(-FP16_MAX, FP16_MAX).half())
+            self._hidden[i].append(x_TD.index_select(0, rows).float().clamp(-FP16_MAX, FP16_MAX).half().cpu())
 
     def _on_norm(self, store: list[list[torch.Tensor]], i: int, module, args, out) -> None:
         out = out[0] if isinstance(out, tuple) else out
         out_TD = out.detach().reshape(-1, out.shape[-1])
         keep = self._rows(self._keep, self._keep_cpu, out_TD.device)
-        store[i].append(torch.linalg.vector_norm(out_TD.index_select(0, keep).float(), dim=-1))  # (T,)
+        store[i].append(torch.linalg.vector_norm(out_TD.index_select(0, keep).float(), dim=-1).cpu())  # (T,)
 
     def _on_gate(self, i: int, module, args, out) -> None:
         g_T = out.detach().reshape(-1).float().sigmoid()
-        self._shared_gate[i].append(g_T.index_select(0, self._rows(self._keep, self._keep_cpu, g_T.device)))
+        self._shared_gate[i].append(g_T.index_select(0, self._rows(self._keep, self._keep_cpu, g_T.device)).cpu())
 
     def result(self) -> dict[str, np.ndarray | None]:
         """experts/weights/scores_k/biased_k/flips (n, L, K), scores (n, L, E) or None, shared_share/entropy
@@ -527,19 +528,19 @@ class HFRoutingRecorder:
         out.setdefault("scores", None)
         out["hidden"] = None
         if self._hidden[0]:
-            out["hidden"] = np.stack([torch.cat(chunks).cpu().numpy() for chunks in self._hidden], axis=1)
+            out["hidden"] = np.stack([torch.cat(chunks).numpy() for chunks in self._hidden], axis=1)
         return out
 
     def _layer_result(self, i: int) -> dict[str, np.ndarray]:
-        parts = {k: torch.cat([p[k] for p in self._router[i]]).cpu() for k in self._router[i][0]}
+        parts = {k: torch.cat([p[k] for p in self._router[i]]) for k in self._router[i][0]}
         if "scores" in parts:
             parts["entropy"] = _entropy(parts["scores"])
-        routed_T = torch.cat(self._routed_norm[i]).cpu()
+        routed_T = torch.cat(self._routed_norm[i])
         shared_T = torch.zeros_like(routed_T)
         if self._shared_norm[i]:
-            shared_T = torch.cat(self._shared_norm[i]).cpu()
+            shared_T = torch.cat(self._shared_norm[i])
             if self._shared_gate[i]:
-                shared_T = shared_T * torch.cat(self._shared_gate[i]).cpu()
+                shared_T = shared_T * torch.cat(self._shared_gate[i])
         total_T = routed_T + shared_T
         parts["shared_share"] = torch.where(total_T > 0, shared_T / total_T.clamp_min(1e-30), 0.0)
         return {k: v.numpy() for k, v in parts.items()}
@@ -563,7 +564,8 @@ def _prefix_tokens(tokenizer) -> list[int]:
 
 def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], list[str]]:
     """ids, character spans and display texts of `text` (no special tokens)."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # verbose=False: a long document is fine here (it is windowed), no "longer than max length" warning
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
     texts = [text[s:e] if e > s else tokenizer.decode([t]) for t, (s, e) in zip(ids, spans)]
     return ids, spans, texts
@@ -627,18 +629,24 @@ def record_hf(
     device = hf.input_device
     P = len(prefix)
     done = 0
-    with torch.inference_mode(), HFRoutingRecorder(hf, keep_scores=keep_scores) as rec:
-        for rows_BS in batches:
-            B, S = rows_BS.shape
-            ids_BS = np.concatenate([np.tile(np.asarray(prefix, dtype=np.int64), (B, 1)), token_ids[rows_BS]], 1)
-            local = (np.arange(B)[:, None] * (S + P) + P + np.arange(S)).reshape(-1)  # text rows of the B*(S+P)
-            rec.next_forward(local, local[want_hidden[rows_BS.reshape(-1)]])
-            # the base model: no LM head, so no (B, S, vocab) logits
-            hf.model.base_model(input_ids=torch.as_tensor(ids_BS, device=device), use_cache=False)
-            done += rows_BS.size
-            if progress is not None:
-                progress(done, n)
-        res = rec.result()
+    was_training = hf.model.training
+    hf.model.eval()  # no router jitter or dropout: the routing of the checkpoint
+    try:
+        with torch.inference_mode(), HFRoutingRecorder(hf, keep_scores=keep_scores) as rec:
+            for rows_BS in batches:
+                B, S = rows_BS.shape
+                prefix_BP = np.tile(np.asarray(prefix, dtype=np.int64), (B, 1))
+                ids_BS = np.concatenate([prefix_BP, token_ids[rows_BS]], axis=1)  # (B, P + S)
+                local = (np.arange(B)[:, None] * (S + P) + P + np.arange(S)).reshape(-1)  # text rows of B*(P+S)
+                rec.next_forward(local, local[want_hidden[rows_BS.reshape(-1)]])
+                # the base model: no LM head, so no (B, S, vocab) logits
+                hf.model.base_model(input_ids=torch.as_tensor(ids_BS, device=device), use_cache=False)
+                done += rows_BS.size
+                if progress is not None:
+                    progress(done, n)
+            res = rec.result()
+    finally:
+        hf.model.train(was_training)
 
     # stream order -> document order
     inverse = np.empty(n, dtype=np.int64)
