@@ -275,6 +275,11 @@ class RoutingTrace:
         _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         return path
 
+    @staticmethod
+    def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:
+        """Same as the module-level `load`."""
+        return load(path, expect_config)
+
     def to_csv(self, path: str | os.PathLike) -> Path:
         """CSV export: one row per (token, layer, rank) with the token's text and position (see `wide`)."""
         path = Path(path)

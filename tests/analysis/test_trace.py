@@ -81,6 +81,7 @@ def test_roundtrip_exact_with_arrays(tmp_path):
     assert sidecar_path(path).is_file()
     back = load(path)
     assert_same(tr, back)
+    assert_same(tr, RoutingTrace.load(path))
     assert back.content_hash() == tr.content_hash()
 
 
