@@ -42,6 +42,9 @@ import torch
 from analysis.recorder import _batches, _normalise_docs
 from analysis.trace import RoutingTrace, build_trace
 
+# routers return (logits, weights, indices) in every supported family only from this version on (5.20 still
+# differs for GraniteMoE; 5.12 for DeepSeek/GLM/Granite); tested with 5.23.0
+MIN_TRANSFORMERS = (5, 23)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FP16_MAX = 65504.0  # router inputs are stored as float16; clamp so outliers don't become inf
 
@@ -334,6 +337,10 @@ def load_hf_model(
         import transformers
     except ImportError:
         raise ValueError("loading Hugging Face models needs transformers: pip install 'moe-explorer[hf]'") from None
+    found = tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit())
+    if found < MIN_TRANSFORMERS:
+        need = ".".join(map(str, MIN_TRANSFORMERS))
+        raise ValueError(f"the HF adapter needs transformers>={need} (found {transformers.__version__})")
 
     if device_map is None:
         if device == "auto":
@@ -413,7 +420,12 @@ def find_moe_layers(model: torch.nn.Module, spec: FamilySpec) -> list[HFMoELayer
 def router_tensors(spec: FamilySpec, router: torch.nn.Module, out: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
     """From a router's output (logits_TE, weights_TK, indices_TK), the per-token arrays of one layer:
     experts/weights/scores_k/biased_k/flips (T, K) in rank order, scores (T, E) float32."""
-    logits_TE, weights_TK, idx_TK = out[0], out[1], out[2]
+    if not (isinstance(out, tuple) and len(out) >= 3 and out[2].ndim == 2 and not out[2].is_floating_point()):
+        raise ValueError(  # a transformers version that routes differently: never record garbage
+            f"{type(router).__name__} does not return (logits, weights, indices) as this adapter expects "
+            f"(tested with transformers {'.'.join(map(str, MIN_TRANSFORMERS))})"
+        )
+    logits_TE, weights_TK, idx_TK = (t.detach() for t in out[:3])
     logits_TE = logits_TE.reshape(idx_TK.shape[0], -1).float()
     scores_TE = logits_TE.sigmoid() if spec.score_fn == "sigmoid" else logits_TE.softmax(dim=-1)
     biased_TE = scores_TE
@@ -498,7 +510,7 @@ class HFRoutingRecorder:
         x_TD = args[0].detach()
         x_TD = x_TD.reshape(-1, x_TD.shape[-1])
         keep = self._rows(self._keep, self._keep_cpu, x_TD.device)
-        parts = router_tensors(self.hf.spec, module, tuple(t.detach() for t in out[:3]))
+        parts = router_tensors(self.hf.spec, module, out)
         if not self.keep_scores:
             parts["entropy"] = _entropy(parts["scores"])
             del parts["scores"]

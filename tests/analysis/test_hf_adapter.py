@@ -188,6 +188,18 @@ def test_device_map_auto_matches_plain_load(folders):
     np.testing.assert_allclose(lean.token_layer["entropy"], plain.token_layer["entropy"], rtol=1e-5)
 
 
+def test_a_router_that_returns_something_else_is_refused(folders):
+    """A transformers version whose router returns another structure (e.g. (indices, weights, logits)) fails
+    loudly instead of recording garbage."""
+    hf = load_hf_model(folders["granitemoe"], device="cpu")
+    swap = hf.layers[0].router.register_forward_hook(lambda m, args, out: (out[2], out[1], out[0]))
+    try:
+        with pytest.raises(ValueError, match="does not return \\(logits, weights, indices\\)"):
+            record_hf(hf, TEXTS[0], window=WINDOW)
+    finally:
+        swap.remove()
+
+
 def test_bfloat16_load(folders):
     hf = load_hf_model(folders["olmoe"], device="cpu", dtype="bfloat16")
     assert next(hf.model.parameters()).dtype == torch.bfloat16
