@@ -84,12 +84,16 @@ def runs_dir() -> Path:
     return Path(os.environ.get("MOE_EXPLORER_RUNS_DIR") or "runs")
 
 
-@st.cache_data(ttl=3, show_spinner=False)
 def discover_runs() -> dict[str, str]:
-    """{display name: absolute run path}: the shipped run, $MOE_EXPLORER_RUN, runs under the runs folder.
+    """{display name: absolute run path}: $MOE_EXPLORER_RUN, --hf folders, the shipped run, runs in the runs folder.
 
-    Cached for 3 s only, so a run started on the Train page appears in the selector quickly.
+    Cached for 3 s only (keyed by the environment), so a run started on the Train page appears quickly.
     """
+    return _discover(os.environ.get("MOE_EXPLORER_RUN"), tuple(hf_paths()), str(runs_dir().resolve()))
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[str, str]:
     found: dict[str, str] = {}
 
     def add(path: Path, name: str | None = None) -> None:
@@ -100,10 +104,9 @@ def discover_runs() -> dict[str, str]:
                 label += "'"
             found[label] = str(path)
 
-    env = os.environ.get("MOE_EXPLORER_RUN")
     if env:
         add(Path(env))
-    for hf in hf_paths():  # local Hugging Face MoE folders given with `moe-explorer app --hf PATH`
+    for hf in hf_folders:  # local Hugging Face MoE folders given with `moe-explorer app --hf PATH`
         hf = Path(hf).resolve()
         if (hf / "config.json").is_file() and str(hf) not in found.values():
             found[f"HF: {hf.name}"] = str(hf)
@@ -116,7 +119,7 @@ def discover_runs() -> dict[str, str]:
     try:
         from moe_core.run import list_runs
 
-        for child in list_runs(runs_dir()):
+        for child in list_runs(root):
             add(child)
     except (ImportError, OSError):
         pass

@@ -85,36 +85,11 @@ def make_tiny_run(path: Path, name: str = "tiny-test", record_trace: bool = True
 
 def make_tiny_hf(path: Path) -> Path:
     """A tiny random DeepSeek-V3 model (sigmoid scores, correction bias, shared expert) saved as a Hugging Face
-    folder with a locally trained fast tokenizer. Needs transformers (the optional `hf` extra)."""
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    folder with a locally trained tokenizer. Needs transformers (the optional `hf` extra)."""
+    from analysis.hf_adapter import save_tiny_hf_model
 
     torch.manual_seed(0)
-    cfg = transformers.DeepseekV3Config(
-        vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        intermediate_size=48, max_position_embeddings=64, tie_word_embeddings=False, bos_token_id=0,
-        eos_token_id=1, pad_token_id=1, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
-        v_head_dim=8, num_experts_per_tok=2, n_routed_experts=8, moe_intermediate_size=16, n_shared_experts=1,
-        first_k_dense_replace=0, n_group=4, topk_group=2, routed_scaling_factor=2.5,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-    )  # fmt: skip
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if hasattr(module, "e_score_correction_bias"):
-                module.weight.normal_(0, 1.0)  # sharp routers: choices far from ties
-                module.e_score_correction_bias.copy_(torch.randn(8) * 0.1)
-    model.save_pretrained(path, safe_serialization=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator([t for _, t in EVAL_DOCS] * 3, trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-    fast.save_pretrained(path)
-    return path
+    return save_tiny_hf_model(path, "deepseek_v3", bias=torch.randn(8) * 0.1)
 
 
 @pytest.fixture(scope="session")
