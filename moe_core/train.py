@@ -261,6 +261,8 @@ def init_distributed(device_type: str) -> Dist:
         return Dist()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)  # nccl needs each rank on its own GPU before init
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local_rank)
