@@ -513,11 +513,12 @@ def train(
 
     # ---- the run directory (rank 0 writes; others wait) ----
     start_step = 0
+    # read-only checks on every rank, so no rank waits at a barrier for one that failed
+    if (run_dir / "run.json").exists() and not resume:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (run_dir / "run.json").exists():
+        raise ValueError(f"nothing to resume: {run_dir} has no run.json")
     if d.main:
-        if (run_dir / "run.json").exists() and not resume:
-            raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        if resume and not (run_dir / "run.json").exists():
-            raise ValueError(f"nothing to resume: {run_dir} has no run.json")
         if not resume:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
