@@ -481,6 +481,34 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _setup_run_dir(
+    run_dir: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    docs_train: list[Doc] | None,
+    docs_val: list[Doc] | None,
+    corpus_info: dict | None,
+    resume: bool,
+) -> None:
+    """Rank 0: refuse to overwrite a run or to resume nothing; create a fresh run's files."""
+    if (run_dir / "run.json").exists() and not resume:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (run_dir / "run.json").exists():
+        raise ValueError(f"nothing to resume: {run_dir} has no run.json")
+    if resume:
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write to run directory {run_dir}: {exc.strerror or exc}") from None
+    docs_train, docs_val = docs_train or [], docs_val or []
+    info = corpus_info or corpus_summary(docs_train, docs_val)
+    _prepare_new_run(run_dir, model_cfg, train_cfg, docs_train, docs_val, info)
+
+
 def train(
     run_dir: str | os.PathLike,
     model_cfg: ModelConfig,
@@ -513,30 +541,19 @@ def train(
 
     # ---- the run directory (rank 0 writes; others wait) ----
     start_step = 0
-    # read-only checks on every rank, so no rank waits at a barrier for one that failed
-    if (run_dir / "run.json").exists() and not resume:
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (run_dir / "run.json").exists():
-        raise ValueError(f"nothing to resume: {run_dir} has no run.json")
-    if d.main:
-        if not resume:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                probe = run_dir / ".write_test"
-                probe.write_text("ok")
-                probe.unlink()
-            except OSError as exc:
-                raise OSError(f"cannot write to run directory {run_dir}: {exc.strerror or exc}") from None
-            _prepare_new_run(
-                run_dir,
-                model_cfg,
-                train_cfg,
-                docs_train or [],
-                docs_val or [],
-                corpus_info or corpus_summary(docs_train or [], docs_val or []),
-            )
+    failure: Exception | None = None
+    if d.main:  # rank 0 checks and prepares the run directory; the others learn the outcome from a broadcast
+        try:
+            _setup_run_dir(run_dir, model_cfg, train_cfg, docs_train, docs_val, corpus_info, resume)
+        except (ValueError, OSError) as exc:
+            failure = exc
     if d.on:
-        dist.barrier()
+        status = torch.tensor([0 if failure is None else 1], device=dev if dev.type == "cuda" else "cpu")
+        dist.broadcast(status, src=0)
+        if status.item() and failure is None:
+            raise ValueError("rank 0 could not prepare the run directory (see its error)")
+    if failure is not None:
+        raise failure
     run = load_run(run_dir)
     if resume:
         _check_resume_config(run, model_cfg, train_cfg)
