@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -187,11 +188,24 @@ def current() -> tuple[str | None, int | None]:
     return st.session_state.get(KEY_RUN), st.session_state.get(KEY_STEP)
 
 
+def ensure_entry() -> None:
+    """Run app/main.py instead of this page when Streamlit serves the page file directly.
+
+    Next to a `pages/` folder Streamlit starts in its legacy multipage mode, which serves a first request for
+    /PAGE from the file alone, until some run calls st.navigation (app/main.py does). Then the entry runs here
+    (it calls st.navigation, which ends legacy mode, and runs this same page) and this run stops.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        runpy.run_path(str(PAGES_DIR.parent / "main.py"), run_name="__main__")
+        st.stop()
+
+
 def require_run() -> tuple[str, int | None]:
     """The selected run and step, or stop the page with a message when there is none."""
-    if KEY_RUN not in st.session_state:
-        # the page runs without app/main.py: Streamlit's legacy pages/ mode serves a first request to
-        # /PAGE directly; draw the shared selector here so the page still works
+    ensure_entry()
+    if KEY_RUN not in st.session_state:  # the entry always sets it; a page run some other way draws it here
         sidebar_selector()
     path, step = current()
     if not path:
