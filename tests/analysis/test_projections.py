@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.projections import ProjectionParams, project, silhouette, stratified_sample
+from analysis.projections import ProjectionParams, project, silhouette, stratified_sample, warm_up_umap
 from analysis.trace import build_trace
 
 
@@ -116,6 +116,7 @@ def test_errors():
 
 @pytest.mark.slow
 def test_umap_tiny():
+    assert warm_up_umap() > 0  # compiles both neighbour paths; the fit below reuses them
     tr = clustered_trace(n=60, D=8)
     p = project(tr, layer=0, params=ProjectionParams(method="umap", n_neighbors=5, pca_dims=4))
     assert p.coords[["x", "y"]].notna().all().all() and len(p.coords) == 60
