@@ -9,6 +9,7 @@ MOE_EXPLORER_SCREENSHOT=1 (else to the test's tmp folder); MOE_EXPLORER_E2E_RUN 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -78,9 +79,7 @@ def test_paste_text_and_select_points(server, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server)  # the root first: the entry registers the pages
-        settle(page)
-        page.goto(server + "/token_routing")
+        page.goto(server + "/token_routing")  # a first request for a page (not the root) must work too
         settle(page)
         box = page.locator("textarea").first
         box.fill("def greet(name):\n    return 'Hello, ' + name\n\nThe quick brown fox jumps over the lazy dog.")
@@ -89,6 +88,8 @@ def test_paste_text_and_select_points(server, tmp_path):
         tokens = page.locator(".moe-tokens span[data-expert]")
         tokens.first.wait_for(timeout=30_000)
         assert tokens.count() > 10
+        page.locator("[data-testid='stPlotlyChart'] .main-svg").first.wait_for(timeout=30_000)  # the grid drawn
+        page.wait_for_timeout(500)
         keep = os.environ.get("MOE_EXPLORER_SCREENSHOT") == "1"
         shot = ROOT / "docs" / "screenshot.png" if keep else tmp_path / "screenshot.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,8 @@ def test_paste_text_and_select_points(server, tmp_path):
         page.mouse.move(drag["x"] + drag["width"] - 5, drag["y"] + drag["height"] - 5, steps=12)
         page.mouse.up()
         settle(page)
-        page.get_by_text("selected tokens").first.wait_for(timeout=30_000)
-        assert page.locator("[data-testid='stDataFrame']").count() >= 1
+        page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=30_000)  # the selected-tokens table
+        heading = page.get_by_text(re.compile(r"^\d+ selected tokens$")).first.inner_text()
+        assert int(heading.split()[0]) > 0
         page.screenshot(path=str(tmp_path / "geometry.png"), full_page=True)
         browser.close()
