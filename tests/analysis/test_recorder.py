@@ -182,3 +182,19 @@ def test_cuda_matches_cpu(model, tok):
     cpu = record(model, tok, TEXTS, max_hidden=0)
     gpu = record(model.to("cuda"), tok, TEXTS, max_hidden=0)
     assert (cpu.experts_array() == gpu.experts_array()).mean() > 0.99
+
+
+def test_docs_with_ids_and_a_mismatched_tokenizer(model, tok):
+    from moe_core.corpus import Doc
+
+    trace = record(model, tok, [Doc("one two", "a", "x", 7), Doc("three", "b", "y", -1)], max_hidden=0)
+    assert trace.tokens["doc_id"].unique().tolist() == ["7", "1"]  # -1 = unassigned: its position
+    assert trace.texts == {"7": "one two", "1": "three"}
+    with pytest.raises(ValueError, match="duplicate"):
+        record(model, tok, [Doc("a", "x", "s", 3), Doc("b", "x", "s", 3)])
+    torch.manual_seed(0)
+    cfg = moe_core.preset("tiny")
+    cfg.vocab_size = 200  # byte and merge tokens 200+ of this tokenizer do not fit
+    small = moe_core.build_model(cfg)
+    with pytest.raises(ValueError, match="tokenizer does not match the model"):
+        record(small, tok, "".join(TEXTS))
