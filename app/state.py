@@ -19,6 +19,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,19 @@ def _project(path: str, step: int | None, layer: int, method: str, _trace):
 
     # the run's projections/ folder is the on-disk cache (precomputed for the shipped run; ignored if read-only)
     return project(_trace, layer, method, cache_dir=Path(path) / "projections")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_umap() -> threading.Thread | None:
+    """Compile UMAP's numba code in a background thread, once per process, when Geometry is first opened:
+    the first UMAP fit then takes seconds instead of a minute. MOE_EXPLORER_WARM_UMAP=0 turns it off."""
+    if os.environ.get("MOE_EXPLORER_WARM_UMAP", "1") == "0":
+        return None
+    from analysis.projections import warm_up_umap
+
+    thread = threading.Thread(target=warm_up_umap, name="warm-umap", daemon=True)
+    thread.start()
+    return thread
 
 
 def projection(path: str, step: int | None, layer: int, method: str):

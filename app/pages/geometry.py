@@ -23,6 +23,8 @@ layer = c1.selectbox("MoE layer", range(trace.n_layers), key="geo_layer")
 method = c2.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="geo_method",
                   help="PCA is instant; UMAP is computed once per layer and checkpoint, then cached")  # fmt: skip
 color_by = c3.radio("Colour by", ["expert", "domain", "token"], horizontal=True, key="geo_color")
+if method == "PCA":
+    state.warm_umap()  # so that switching to UMAP later is quick
 proj = state.projection(path, step, layer, method.lower())
 if proj is None:
     st.stop()

@@ -114,4 +114,5 @@ def app_env(tiny_run, monkeypatch, tmp_path):
     """Point the app at the tiny run; an empty runs folder so nothing else is discovered."""
     monkeypatch.setenv("MOE_EXPLORER_RUN", str(tiny_run))
     monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MOE_EXPLORER_WARM_UMAP", "0")  # no minute-long numba compile in the background
     return tiny_run

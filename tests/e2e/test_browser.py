@@ -51,6 +51,7 @@ def server(tmp_path):
     run = Path(os.environ.get("MOE_EXPLORER_E2E_RUN") or make_tiny_run(tmp_path / "runs" / "tiny"))
     port = free_port()
     env = dict(os.environ, MOE_EXPLORER_RUN=str(run), MOE_EXPLORER_RUNS_DIR=str(tmp_path / "runs"))
+    env["MOE_EXPLORER_WARM_UMAP"] = "0"
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen(app_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
