@@ -57,7 +57,7 @@ st.plotly_chart(F.token_layer_grid(tokens, routing, L, E), key="tr_grid")
 st.subheader("One token, step by step")
 i = st.number_input("Token index", 0, len(tokens) - 1, 0, key="tr_token")
 row = int(tokens.index[i])
-st.markdown(f"Token {i}: `{F.short_token(tokens.loc[row, 'token_text'])}` at layer {layer}")
+st.text(f"Token {i}: {F.short_token(tokens.loc[row, 'token_text'])!r} at layer {layer}")  # plain text: user string
 if trace.scores is not None:
     rec = routing[(routing["token_row"] == row) & (routing["layer"] == layer)]  # what the model chose, by rank
     recorded = dict(zip(rec["expert"].astype(int), rec["weight"].astype(float)))
