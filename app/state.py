@@ -276,7 +276,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=8)  # a 20k-token trace is tens of MB: keep a few
 def route_docs(path: str, step: int | None, key: str, _docs: tuple[tuple[str, str, str], ...]):
     """RoutingTrace of docs (doc_id, label, text) through the model at `step`; cached by `key` (their hash)."""
     from analysis.recorder import record
@@ -362,7 +362,7 @@ def eval_trace(path: str, step: int | None):
     """The run's eval traces at `step`: eval/trace_step_*.parquet when present, else recorded now.
     HF models have no eval documents: the built-in labelled samples stand in."""
     if is_hf(path):
-        docs = tuple((name, name, text) for name, text in SAMPLES.items())
+        docs = tuple((name, name, text) for name, text in SAMPLES.items() if name != "Escaping test")
     else:
         run = get_run(path)
         trace_file = Path(run.trace_path(step)) if step is not None else None
