@@ -5,7 +5,8 @@ route:  moe-explorer route [--run RUN] [--checkpoint STEP] (--text TEXT | FILE .
         summary; writes the trace with --out.
 report: moe-explorer report [--run RUN] [--checkpoint STEP] [--text FILE ...] --out report.html
         a self-contained HTML report of the FILEs' routing (default: the run's held-out eval docs).
-Without --run both use the shipped run (moe_core.run.default_run_path()). User errors raise ValueError or
+Without --run both use the shipped run (moe_core.run.default_run_path()); `--hf PATH` routes through a local
+Hugging Face MoE model instead (analysis.hf_adapter, docs/HF_MODELS.md). User errors raise ValueError or
 OSError with one line; app/cli.py prints it without a traceback.
 """
 
@@ -23,10 +24,24 @@ TOKEN_WIDTH = 16  # characters of token text shown per line
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from analysis.hf_adapter import add_hf_arguments
+
     p.add_argument("--run", default=None, help="run directory (default: the shipped run)")
     p.add_argument("--checkpoint", type=int, default=None, metavar="STEP", help="checkpoint step (default: latest)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward (default: ~4096 tokens)")
+    add_hf_arguments(p)  # --hf PATH: a local Hugging Face MoE model instead of a run (docs/HF_MODELS.md)
+
+
+def _check_source(args: argparse.Namespace) -> None:
+    if getattr(args, "hf", None) and (args.run or args.checkpoint is not None):
+        raise ValueError("give --run/--checkpoint or --hf, not both")
+
+
+def _hf_trace(args: argparse.Namespace, docs):
+    from analysis.hf_adapter import trace_from_hf_args
+
+    return trace_from_hf_args(args, docs)
 
 
 def open_run(path: str | None):
@@ -90,10 +105,14 @@ def run_route(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"--out must end in .parquet or .csv, got {out.name}")
+    _check_source(args)
     docs = [args.text] if args.text is not None else _docs_from_files(args.files)
-    run = open_run(args.run)
-    model, tok, step = _load(run, args.checkpoint, args.device)
-    trace = _record(run, model, tok, step, docs, args.batch_size)
+    if args.hf:
+        trace = _hf_trace(args, docs)
+    else:
+        run = open_run(args.run)
+        model, tok, step = _load(run, args.checkpoint, args.device)
+        trace = _record(run, model, tok, step, docs, args.batch_size)
     print(format_tokens(trace, args.max_tokens))
     print()
     print(format_load(trace))
@@ -161,7 +180,13 @@ def run_report(args: argparse.Namespace) -> int:
     from analysis.trace import load
 
     out = Path(args.out)
+    _check_source(args)
     docs = _docs_from_files(args.text) if args.text else None
+    if args.hf:
+        if docs is None:
+            raise ValueError("--hf needs --text FILE ... (a Hugging Face model folder has no eval docs)")
+        trace = _hf_trace(args, docs)
+        return _write_report(out, build_report(trace, run_info={"name": trace.meta.get("run")}), trace)
     run = open_run(args.run)
     step = run.latest_step() if args.checkpoint is None else args.checkpoint
     stored = run.trace_path(step) if step is not None else None
@@ -174,7 +199,10 @@ def run_report(args: argparse.Namespace) -> int:
                 raise ValueError(f"run {run.path} has no eval docs: pass --text FILE ...")
         model, tok, step = _load(run, step, args.device)
         trace = _record(run, model, tok, step, docs, args.batch_size)
-    page = build_report(trace, history=run.history(), run_info=run.info)
+    return _write_report(out, build_report(trace, history=run.history(), run_info=run.info), trace)
+
+
+def _write_report(out: Path, page: str, trace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({len(page) / 1e6:.1f} MB, {trace.n_tokens} tokens)")

@@ -144,3 +144,28 @@ def test_build_report_without_history_and_share_ratio(tiny_run):
     counts = np.bincount(code.experts_array()[:, 0].ravel(), minlength=4)
     np.testing.assert_allclose(ratio.loc["code"].to_numpy(), 4 * counts / (2 * code.n_tokens))
     assert json.loads(json.dumps(trace.meta))["step"] is None
+
+
+def test_route_and_report_with_a_hugging_face_folder(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from analysis.hf_adapter import save_tiny_hf_model
+
+    folder = save_tiny_hf_model(tmp_path / "olmoe", "olmoe")
+    out = tmp_path / "hf.parquet"
+    rc, stdout, err = run_cli(["route", "--hf", str(folder), "--text", "The quick fox.", "--out", str(out)], capsys)
+    assert rc == 0, err
+    trace = load(out)
+    assert trace.meta["source"] == "hf" and "load per layer" in stdout
+    assert stdout.splitlines()[0].split()[:4] == ["doc", "pos", "token", "L0"]
+    evil = tmp_path / "evil.txt"
+    evil.write_text(f"hello {XSS}")
+    page_path = tmp_path / "hf.html"
+    rc, _, err = run_cli(["report", "--hf", str(folder), "--text", str(evil), "--out", str(page_path)], capsys)
+    assert rc == 0, err
+    assert XSS not in page_path.read_text()
+    for argv, message in (
+        (["report", "--hf", str(folder), "--out", str(page_path)], "--hf needs --text"),
+        (["route", "--hf", str(folder), "--run", str(tmp_path), "--text", "x"], "not both"),
+    ):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 2 and message in err, err
