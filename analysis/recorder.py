@@ -34,6 +34,7 @@ import torch
 
 from analysis.trace import RoutingTrace, build_trace
 
+FP16_MAX = 65504.0
 BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
 
 
@@ -102,7 +103,8 @@ class RoutingRecorder:
             self._start_forward(T, x_TD.device)
         self._router[i].append(tuple(t.detach() for t in out[:4]))  # topk, weights, scores, biased
         if self._sel is not None:
-            self._hidden[i].append(x_TD.index_select(0, self._sel).to(torch.float16))
+            kept = x_TD.index_select(0, self._sel).clamp(-FP16_MAX, FP16_MAX)  # no inf from float16 overflow
+            self._hidden[i].append(kept.to(torch.float16))
         if self.layers[i].shared is None:
             self._shared_norm[i].append(torch.zeros(T, device=x_TD.device))
 
