@@ -181,9 +181,7 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             ygap=1,
         )
     )
-    fig.update_layout(
-        xaxis_title="token", yaxis_title="MoE layer", height=140 + 40 * n_layers, margin=dict(t=30, b=40)
-    )
+    fig.update_layout(xaxis_title="token", yaxis_title="MoE layer", height=140 + 40 * n_layers, margin=dict(t=30, b=40))
     fig.update_yaxes(tickvals=list(range(n_layers)), autorange="reversed")
     return fig
 

@@ -175,9 +175,7 @@ def router_biases(path: str, step: int | None) -> np.ndarray:
         hf = get_hf(path)
         attr = hf.spec.bias_attr
         rows = [getattr(layer.router, attr, None) if attr else None for layer in hf.layers]
-        return np.stack(
-            [np.zeros(hf.n_experts) if b is None else b.detach().float().cpu().numpy() for b in rows]
-        )
+        return np.stack([np.zeros(hf.n_experts) if b is None else b.detach().float().cpu().numpy() for b in rows])
     return get_model(path, step).router_biases().detach().cpu().numpy()
 
 
