@@ -151,7 +151,11 @@ def legend_html(n_experts: int, counts: Sequence[int] | None = None) -> str:
 
 
 def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int, n_experts: int) -> go.Figure:
-    """Heatmap: x = token (in order), y = MoE layer, colour = top-1 expert; hover = all chosen experts + weights."""
+    """Heatmap: x = token (in order), y = MoE layer, colour = top-1 expert; hover = all chosen experts + weights.
+
+    An invisible scatter point sits on every cell and carries the hover text: plotly reports clicks on
+    scatter points, not on heatmap cells, so a click on the grid selects (x = token index, y = layer).
+    """
     rows = tokens.index.to_numpy()
     z = np.full((n_layers, len(rows)), np.nan)
     hover = np.full((n_layers, len(rows)), "", dtype=object)
@@ -169,8 +173,7 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             z=z,
             x=list(range(len(rows))),
             y=list(range(n_layers)),
-            text=hover,
-            hovertemplate="%{text}<extra></extra>",
+            hoverinfo="skip",
             colorscale=_discrete_colorscale(colors),
             zmin=-0.5,
             zmax=n_experts - 0.5,
@@ -179,6 +182,19 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             ),
             xgap=1,
             ygap=1,
+        )
+    )
+    x_grid, y_grid = np.meshgrid(np.arange(len(rows)), np.arange(n_layers))  # (L, T) each, like `hover`
+    scatter = go.Scattergl if x_grid.size > 3000 else go.Scatter  # WebGL for long texts
+    fig.add_trace(
+        scatter(
+            x=x_grid.ravel(),
+            y=y_grid.ravel(),
+            mode="markers",
+            marker=dict(size=8, opacity=0),
+            hovertext=hover.ravel(),
+            hovertemplate="%{hovertext}<extra></extra>",
+            showlegend=False,
         )
     )
     fig.update_layout(xaxis_title="token", yaxis_title="MoE layer", height=140 + 40 * n_layers, margin=dict(t=30, b=40))

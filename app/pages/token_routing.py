@@ -52,10 +52,12 @@ st.markdown(F.colored_text_html(trace.texts[doc], tokens, top1, E, tooltips=summ
 st.caption(f"{len(tokens):,} tokens · layer {layer} · hover a token to see its experts and gate weights")
 
 st.subheader("Token × layer grid")
-st.plotly_chart(F.token_layer_grid(tokens, routing, L, E), key="tr_grid")
+grid = st.plotly_chart(F.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select="rerun",
+                       selection_mode="points")  # fmt: skip
+state.follow_click(grid, "tr_token", len(tokens))  # clicking a cell selects that token below
 
 st.subheader("One token, step by step")
-i = st.number_input("Token index", 0, len(tokens) - 1, 0, key="tr_token")
+i = st.number_input("Token index (or click the grid)", 0, len(tokens) - 1, key="tr_token")
 row = int(tokens.index[i])
 st.text(f"Token {i}: {F.short_token(tokens.loc[row, 'token_text'])!r} at layer {layer}")  # plain text: user string
 if trace.scores is not None:

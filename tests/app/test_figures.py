@@ -73,7 +73,9 @@ def test_token_layer_grid(tiny):
     hm = fig.data[0]
     assert np.array_equal(np.asarray(hm.z), [[2, 0, 1], [1, 1, 0]])
     assert hm.zmin == -0.5 and hm.zmax == 2.5
-    hover = np.asarray(hm.text)
+    clicks = fig.data[1]  # invisible points that carry the hover and make cells clickable
+    assert clicks.type == "scatter" and list(clicks.x) == [0, 1, 2, 0, 1, 2] and list(clicks.y) == [0, 0, 0, 1, 1, 1]
+    hover = np.asarray(clicks.hovertext).reshape(2, 3)
     assert "E2 0.70, E0 0.30" in hover[0, 0]
     assert "&lt;script&gt;" in hover[0, 2] and "<script>" not in hover[0, 2]
 
