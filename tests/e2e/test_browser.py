@@ -96,6 +96,12 @@ def test_paste_text_and_select_points(server, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=False)
 
+        grid = page.locator("[data-testid='stPlotlyChart']").first.locator(".nsewdrag").first.bounding_box()
+        page.mouse.click(grid["x"] + grid["width"] * 0.5, grid["y"] + grid["height"] * 0.25)  # a cell mid-text
+        settle(page)
+        picked = int(page.locator("input[aria-label^='Token index']").input_value())
+        assert picked > 0 and page.locator("[data-testid='stText']", has_text=f"Token {picked}: ").count() == 1
+
         page.goto(server + "/geometry")
         settle(page)
         chart = page.locator("[data-testid='stPlotlyChart']").first
