@@ -249,7 +249,28 @@ class RoutingTrace:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: getattr(self, name) for name in _ARRAY_NAMES if getattr(self, name) is not None}
-        header: dict[str, Any] = {
+        sidecar = sidecar_path(path)
+        header = self._header(arrays)
+        if arrays:
+            blob = st_save({name: np.ascontiguousarray(arr) for name, arr in arrays.items()})
+            header["sidecar"] = sidecar.name
+            header["sidecar_sha256"] = hashlib.sha256(blob).hexdigest()
+            _atomic_write(sidecar, lambda tmp: Path(tmp).write_bytes(blob))
+        elif sidecar.exists():
+            sidecar.unlink()  # a stale sidecar from an earlier save
+        table = self._table(header)
+        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        return path
+
+    def to_parquet_bytes(self) -> bytes:
+        """The parquet file alone, as bytes (for a download button): `load` reads it back exactly, without
+        the optional arrays (scores, hidden), which only the sidecar of `save` holds."""
+        buf = pa.BufferOutputStream()
+        pq.write_table(self._table(self._header({})), buf)
+        return buf.getvalue().to_pybytes()
+
+    def _header(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {
             "format": FORMAT,
             "n_tokens": self.n_tokens,
             "meta": self.meta,
@@ -258,22 +279,14 @@ class RoutingTrace:
             "sidecar": None,
             "sidecar_sha256": None,
         }
-        sidecar = sidecar_path(path)
-        if arrays:
-            blob = st_save({name: np.ascontiguousarray(arr) for name, arr in arrays.items()})
-            header["sidecar"] = sidecar.name
-            header["sidecar_sha256"] = hashlib.sha256(blob).hexdigest()
-            _atomic_write(sidecar, lambda tmp: Path(tmp).write_bytes(blob))
-        elif sidecar.exists():
-            sidecar.unlink()  # a stale sidecar from an earlier save
+
+    def _table(self, header: dict[str, Any]) -> pa.Table:
         try:
             encoded = json.dumps(header, ensure_ascii=False, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"trace meta/texts must be JSON-serialisable: {exc}") from None
         table = pa.Table.from_pandas(self.wide(), preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: encoded})
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-        return path
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: encoded})
 
     @staticmethod
     def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:

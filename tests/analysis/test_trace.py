@@ -82,6 +82,13 @@ def test_roundtrip_exact_with_arrays(tmp_path):
     back = load(path)
     assert_same(tr, back)
     assert_same(tr, RoutingTrace.load(path))
+    # the download form: the parquet alone, without the sidecar's arrays
+    alone = tmp_path / "download.parquet"
+    alone.write_bytes(tr.to_parquet_bytes())
+    bare = load(alone)
+    assert bare.scores is None and bare.hidden is None
+    pd.testing.assert_frame_equal(bare.routing, tr.routing)
+    assert bare.texts == tr.texts and bare.meta == tr.meta
     assert back.content_hash() == tr.content_hash()
 
 
