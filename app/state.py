@@ -201,8 +201,9 @@ def ensure_entry() -> None:
         st.stop()
 
 
-def require_run() -> tuple[str, int | None]:
-    """The selected run and step, or stop the page with a message when there is none."""
+def require_run(need_model: bool = True) -> tuple[str, int | None]:
+    """The selected run and step, or stop the page with a message when there is none (or, with `need_model`,
+    when the run has no checkpoint yet)."""
     ensure_entry()
     if KEY_RUN not in st.session_state:  # the entry always sets it; a page run some other way draws it here
         sidebar_selector()
@@ -212,6 +213,9 @@ def require_run() -> tuple[str, int | None]:
             "No run found. Train one on the **Train** page, start the app with `moe-explorer app --run RUN`, "
             "or set MOE_EXPLORER_RUN / MOE_EXPLORER_RUNS_DIR."
         )
+        st.stop()
+    if need_model and step is None and not is_hf(path):
+        st.info("This run has no checkpoint yet: its first one appears when training reaches it.")
         st.stop()
     return path, step
 

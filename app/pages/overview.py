@@ -6,7 +6,7 @@ import streamlit as st
 from app import state
 from moe_core import count_parameters
 
-path, step = state.require_run()
+path, step = state.require_run(need_model=False)
 if state.is_hf(path):
     from analysis.hf_adapter import hf_folder_info
 

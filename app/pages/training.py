@@ -5,7 +5,7 @@ import streamlit as st
 from app import figures as F
 from app import state
 
-path, step = state.require_run()
+path, step = state.require_run(need_model=False)
 runs = state.discover_runs()
 names = {p: n for n, p in runs.items()}
 st.title("Training dynamics")

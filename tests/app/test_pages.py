@@ -173,3 +173,19 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
         launch.run_app(argparse.Namespace(run=None, port=8555, hf=[str(tmp_path)]))
     with pytest.raises(ValueError, match="--port"):
         launch.run_app(argparse.Namespace(run=str(tiny_run), port=0, hf=[]))
+
+
+def test_a_run_without_checkpoints(tiny_run, entry, monkeypatch, tmp_path):
+    import shutil
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tiny_run, fresh, ignore=shutil.ignore_patterns("checkpoints", "trace_*"))
+    monkeypatch.setenv("MOE_EXPLORER_RUN", str(fresh))
+    monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path / "none"))
+    at = open_page(entry)
+    assert "no checkpoint yet" in at.sidebar.warning[0].value
+    for page in PAGES[1:]:
+        at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        if page in ("token_routing", "heatmaps", "geometry"):
+            assert "no checkpoint yet" in at.info[0].value
