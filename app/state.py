@@ -214,6 +214,12 @@ def require_run(need_model: bool = True) -> tuple[str, int | None]:
             "or set MOE_EXPLORER_RUN / MOE_EXPLORER_RUNS_DIR."
         )
         st.stop()
+    if not is_hf(path):
+        try:
+            get_run(path)
+        except (ValueError, OSError) as exc:
+            st.error(f"Cannot open this run: {exc}")
+            st.stop()
     if need_model and step is None and not is_hf(path):
         st.info("This run has no checkpoint yet: its first one appears when training reaches it.")
         st.stop()

@@ -189,3 +189,13 @@ def test_a_run_without_checkpoints(tiny_run, entry, monkeypatch, tmp_path):
         assert not at.exception, (page, [e.value for e in at.exception])
         if page in ("token_routing", "heatmaps", "geometry"):
             assert "no checkpoint yet" in at.info[0].value
+
+
+def test_a_broken_run_gives_a_message(entry, monkeypatch, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text('{"format": "something else"}')
+    monkeypatch.setenv("MOE_EXPLORER_RUN", str(broken))
+    monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path / "none"))
+    at = open_page(entry)
+    assert "unknown run format" in at.error[0].value
