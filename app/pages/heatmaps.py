@@ -35,7 +35,7 @@ st.plotly_chart(F.load_heatmap(load), key="hm_load")
 state.download_csv(F.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
 
 st.subheader(f"Domain specialization, layer {layer}")
-spec = state.specialization(state.trace_key(path, step, trace) + str(source), trace)
+spec = state.specialization(state.trace_key(path, step, trace), trace)
 if spec is not None:
     cells, baseline, mi = spec
     cells = cells[cells["layer"] == layer]

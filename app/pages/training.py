@@ -66,7 +66,14 @@ if ckpts and step is not None:
     st.select_slider("Checkpoint", ckpts, key="td_ckpt", on_change=state.copy_key, args=("td_ckpt", state.KEY_STEP))
     trace = state.eval_trace(path, step)
     if trace is not None:
+        c1, c2 = st.columns(2)
         load_LE = F.load_matrix(trace.routing, trace.n_layers, trace.n_experts)
-        st.plotly_chart(F.load_heatmap(load_LE), key="td_load")
-        state.download_csv(F.matrix_frame(load_LE, "layer", "expert", "load"), f"load_step{step}.csv")
+        c1.plotly_chart(F.load_heatmap(load_LE), key="td_load")
+        with c1:
+            state.download_csv(F.matrix_frame(load_LE, "layer", "expert", "load"), f"load_step{step}.csv")
+        spec = state.specialization(state.trace_key(path, step, trace), trace)
+        if spec is not None and layer < trace.n_layers:
+            cells = spec[0][spec[0]["layer"] == layer]
+            ratio = cells.pivot(index="label", columns="expert", values="ratio")
+            c2.plotly_chart(F.specialization_heatmap(ratio), key="td_spec")
         st.page_link(state.page_path("heatmaps"), label="More views of this checkpoint on Expert heatmaps", icon="➡️")
