@@ -80,6 +80,21 @@ def markdown_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def curve_table(out: Path, points: int = 8, window: int = 25) -> str:
+    """MaxVio_batch (mean over layers, averaged over `window` steps) at `points` places along training."""
+    runs = sorted(list_runs(out), key=lambda p: list(STRATEGIES).index(p.name) if p.name in STRATEGIES else 99)
+    curves = {}
+    for run_dir in runs:
+        rows = read_jsonl(run_dir / "history" / "train.jsonl")
+        curves[run_dir.name] = np.array([np.mean(r["maxvio_batch"]) for r in rows])
+    n = min(len(c) for c in curves.values())
+    ends = np.linspace(window, n, points).astype(int)
+    lines = ["| strategy | " + " | ".join(f"step {e}" for e in ends) + " |", "|---|" + "---:|" * len(ends)]
+    for name, c in curves.items():
+        lines.append(f"| {name} | " + " | ".join(f"{c[e - window : e].mean():.2f}" for e in ends) + " |")
+    return "\n".join(lines)
+
+
 def ship(out: Path, dest: Path) -> None:
     """Copy run.json + history of every study run (no weights, no token cache)."""
     if dest.exists():
@@ -105,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         ship(args.out, args.ship)
     if args.table:
         print(markdown_table(args.out))
+        print()
+        print(curve_table(args.out))
     return 0
 
 
