@@ -145,7 +145,7 @@ def legend_html(n_experts: int, counts: Sequence[int] | None = None) -> str:
         label = f"E{e}" + (f" ({int(counts[e])})" if counts is not None else "")
         items.append(
             f'<span style="background:{c};color:{text_color(c)};border-radius:3px;padding:2px 6px;'
-            f'margin-right:4px;font-family:monospace">{label}</span>'
+            f'margin:0 4px 4px 0;font-family:monospace;display:inline-block;white-space:nowrap">{label}</span>'
         )
     return '<div class="moe-legend" style="line-height:2.2">' + "".join(items) + "</div>"
 
@@ -177,6 +177,7 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             colorscale=_discrete_colorscale(colors),
             zmin=-0.5,
             zmax=n_experts - 0.5,
+            showscale=n_experts <= 12,  # more experts: the page's legend reads better than a cramped colour bar
             colorbar=dict(
                 title="top-1 expert", tickvals=list(range(n_experts)), ticktext=[f"E{e}" for e in range(n_experts)]
             ),
