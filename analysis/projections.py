@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from analysis.trace import RoutingTrace, _atomic_write
 
 METHODS = ("pca", "umap")
+MAX_POINTS = 50_000  # hard cap on `max_points`: UMAP's neighbour graph grows with the points (memory, minutes)
 CACHE_VERSION = 1  # bump when the computation changes, so old cache files are not reused
 _CACHE_KEY = b"moe_explorer_projection"
 
@@ -59,6 +60,9 @@ class ProjectionParams:
         for name in ("max_points", "pca_dims", "n_neighbors", "silhouette_points"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
+        for name in ("max_points", "silhouette_points"):
+            if getattr(self, name) > MAX_POINTS:
+                raise ValueError(f"{name} is {getattr(self, name):,}; at most {MAX_POINTS:,} points can be projected")
 
 
 @dataclass
@@ -122,6 +126,7 @@ def project(
     if len(X) < 3:
         raise ValueError(f"need at least 3 router inputs to project, got {len(X)}")
     xy, extra = _fit(X, params)
+    extra["points_total"] = int(len(rows_all))  # before the max_points cap (the page says when it cut)
     experts = experts_all[keep]
     sil = silhouette(X, experts, params.silhouette_points, params.seed)
     sil_2d = silhouette(xy, experts, params.silhouette_points, params.seed)

@@ -36,6 +36,7 @@ from analysis.trace import RoutingTrace, build_trace
 
 FP16_MAX = 65504.0
 BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
+MAX_TOKENS = 1_000_000  # tokens per `record` call: a trace holds ~1 KB per token (~1 GB at the limit)
 
 
 class RoutingRecorder:
@@ -187,6 +188,7 @@ def record(
     device: str | torch.device | None = None,
     meta: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_tokens: int = MAX_TOKENS,
 ) -> RoutingTrace:
     """Route `docs` through `model` and return their `RoutingTrace` (see the module docstring).
 
@@ -198,6 +200,7 @@ def record(
     device: where the inputs go (default: the model's device; the model must already be there).
     meta: merged into the trace meta (e.g. {"run": name, "step": 500}).
     progress: called as progress(tokens_done, tokens_total) after each batch.
+    max_tokens: ValueError when the docs hold more tokens than this (checked before the model runs).
     """
     from moe_core.tokenizer import encode_with_offsets, token_bytes
 
@@ -217,6 +220,10 @@ def record(
         if not ids:
             raise ValueError(f"document {doc_id!r} has no tokens")
         doc_lengths.append(len(ids))
+        if sum(doc_lengths) > max_tokens:
+            raise ValueError(
+                f"too much text: more than {max_tokens:,} tokens in one request; route fewer or shorter documents"
+            )
         columns["doc_id"] += [doc_id] * len(ids)
         columns["position"] += range(len(ids))
         columns["token_id"] += ids

@@ -60,6 +60,28 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "run.json").is_file()
 
 
+def resolve_run_dir(root: str | os.PathLike, name: str) -> Path:
+    """The folder of run `name` inside `root`, resolved; ValueError when the name could leave `root`.
+
+    `name` comes from a user (the app's Train page, a query parameter): it must be a plain relative path
+    (no absolute path, no `..`, no NUL) whose resolved location, symlinks followed, stays inside `root`.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("the run name is empty")
+    if "\0" in name:
+        raise ValueError("the run name contains a NUL character")
+    rel = Path(name)
+    if rel.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise ValueError(f"run name {name!r} is an absolute path; give a name inside the runs folder")
+    if ".." in rel.parts or ".." in name.replace("\\", "/").split("/"):
+        raise ValueError(f"run name {name!r} contains '..'; give a name inside the runs folder")
+    base = Path(root).resolve()
+    path = (base / rel).resolve()  # follows symlinks, also dangling ones
+    if path == base or not path.is_relative_to(base):
+        raise ValueError(f"run name {name!r} points outside the runs folder {base} (through a symlink?)")
+    return path
+
+
 def list_runs(root: str | os.PathLike) -> list[Path]:
     """Run directories at `root` itself and one or two folder levels below it, sorted by path."""
     root = Path(root)

@@ -132,8 +132,15 @@ def encode_with_offsets(tok: Tokenizer, text: str) -> tuple[list[int], list[tupl
     exactly whatever the pre-tokenizer trims. A special token written literally in the text is matched
     as that token and spans its characters.
     """
+    if not isinstance(text, str):
+        raise ValueError(f"expected text (str), got {type(text).__name__}")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (e.g. from "surrogateescape"d bytes): not Unicode text
+        raise ValueError(
+            f"the text is not valid Unicode: lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
+        ) from None
     ids = tok.encode(text, add_special_tokens=False).ids
-    raw = text.encode("utf-8")
     # char_at_byte[b] = characters starting before byte b = index of the first character starting at or
     # after b (a character starts at every byte that is not a UTF-8 continuation byte 0b10xxxxxx)
     char_at_byte = [0] * (len(raw) + 1)

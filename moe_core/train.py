@@ -123,6 +123,8 @@ class TrainConfig:
         return cls(**data)
 
 
+CKPT_PAUSE_ENV = "MOE_EXPLORER_TEST_CKPT_PAUSE"  # seconds to sleep between a checkpoint's two files (tests)
+
 # Fields that must not change on resume (they change the data or the optimisation, not just logging).
 RESUME_FIXED = (
     "batch_size",
@@ -315,6 +317,8 @@ def save_checkpoint(
         "train": train_cfg.to_dict(),
     }
     save_weights(state_path(run_dir, step), tensors, meta)
+    if os.environ.get(CKPT_PAUSE_ENV):  # crash tests: a window to SIGKILL between the two files
+        time.sleep(float(os.environ[CKPT_PAUSE_ENV]))
     save_weights(weights_path(run_dir, step), model.state_dict(), {"config": model.config.to_dict(), "step": str(step)})
     if keep_states > 0:  # old optimizer states are only needed for resume, and resume takes the latest
         states = sorted((run_dir / "checkpoints").glob("step_*.state.safetensors"))
@@ -454,6 +458,52 @@ def _check_resume_config(run: Run, model_cfg: ModelConfig, cfg: TrainConfig) -> 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# one trainer per run directory
+
+
+LOCK_NAME = ".lock"  # RUN/.lock: flock-ed by the process training the run (the kernel drops it if that dies)
+
+
+class RunLock:
+    """An exclusive, non-blocking `fcntl.flock` on RUN/.lock, so two trainers never write one run directory.
+
+    The file holds the owner's PID (for the message only): the lock itself is the flock, which the kernel
+    releases when the process exits or is killed, so a stale file never blocks a later resume.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; training still works, without the guard
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OSError(f"cannot write to run directory {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise ValueError(
+                f"run {self.path.parent.name} is already being trained by process {owner} ({self.path.parent})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -525,8 +575,32 @@ def train(
     """Train into `run_dir` and return the run. On resume the docs may be None (tokens are cached in the run).
 
     `stop_at_step` stops after that step with a checkpoint, as if interrupted (for tests and schedules).
+    Rank 0 holds RUN/.lock while it trains: a second trainer on the same run gets a ValueError.
     """
-    run_dir = Path(run_dir)
+    lock = RunLock(Path(run_dir))
+    try:
+        return _train(
+            Path(run_dir), model_cfg, train_cfg, docs_train, docs_val, resume, device, progress,
+            corpus_info=corpus_info, stop_at_step=stop_at_step, lock=lock,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _train(
+    run_dir: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    docs_train: list[Doc] | None,
+    docs_val: list[Doc] | None,
+    resume: bool,
+    device: str,
+    progress: bool,
+    *,
+    corpus_info: dict | None,
+    stop_at_step: int | None,
+    lock: RunLock,
+) -> Run:
     train_cfg.validate(model_cfg)
     d = init_distributed(
         "cuda" if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -544,6 +618,7 @@ def train(
     failure: Exception | None = None
     if d.main:  # rank 0 checks and prepares the run directory; the others learn the outcome from a broadcast
         try:
+            lock.acquire()  # before any check: two trainers racing on a fresh directory
             _setup_run_dir(run_dir, model_cfg, train_cfg, docs_train, docs_val, corpus_info, resume)
         except (ValueError, OSError) as exc:
             failure = exc
