@@ -515,20 +515,21 @@ def aux_series(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]
 
 def history_table(history: pd.DataFrame) -> pd.DataFrame:
     """The history with nested lists/dicts flattened to columns (load_l0_e3, bias_l1_e0, aux_switch, …) for CSV."""
-    out = history.drop(columns=[c for c in history if history[c].map(lambda v: isinstance(v, (list, dict))).any()])
+    columns: dict[str, object] = {}
     for col in history:
-        if col in out:
-            continue
-        first = next((v for v in history[col] if isinstance(v, (list, dict))), None)
-        if isinstance(first, dict):
-            for key in sorted({k for v in history[col] if isinstance(v, dict) for k in v}):
-                out[f"{col}_{key}"] = [v.get(key) if isinstance(v, dict) else None for v in history[col]]
+        values = history[col].tolist()
+        first = next((v for v in values if isinstance(v, (list, dict))), None)
+        if first is None:
+            columns[col] = values
+        elif isinstance(first, dict):
+            for key in sorted({k for v in values if isinstance(v, dict) for k in v}):
+                columns[f"{col}_{key}"] = [v.get(key) if isinstance(v, dict) else None for v in values]
         else:
-            arr = np.asarray([v if isinstance(v, list) else np.full(np.shape(first), np.nan) for v in history[col]])
+            arr = np.asarray([v if isinstance(v, list) else np.full(np.shape(first), np.nan) for v in values])
             for idx in np.ndindex(arr.shape[1:]):
                 name = "_".join(f"{p}{i}" for p, i in zip(("l", "e"), idx))
-                out[f"{col}_{name}"] = arr[(slice(None), *idx)]
-    return out
+                columns[f"{col}_{name}"] = arr[(slice(None), *idx)]
+    return pd.DataFrame(columns, index=history.index)
 
 
 def maxvio_series(history: pd.DataFrame, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,17 +340,14 @@ def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[
     return out, False
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _export(key: str, fmt: str, _trace) -> bytes:
-    wide = _trace.wide()
-    return wide.to_csv(index=False).encode("utf-8") if fmt == "csv" else parquet_bytes(wide)
-
-
-def trace_downloads(trace, key: str) -> None:
-    """CSV and Parquet download buttons for a trace (one row per token, layer, rank); bytes cached by `key`."""
+def trace_downloads(trace) -> None:
+    """CSV and Parquet download buttons for a trace (one row per token, layer, rank), made when clicked."""
     c1, c2 = st.columns(2)
-    c1.download_button("Trace (CSV)", _export(key, "csv", trace), "routing_trace.csv", "text/csv", on_click="ignore")
-    c2.download_button("Trace (Parquet)", _export(key, "parquet", trace), "routing_trace.parquet", on_click="ignore")
+    csv = lambda: trace.wide().to_csv(index=False).encode("utf-8")  # noqa: E731
+    c1.download_button("Trace (CSV)", csv, "routing_trace.csv", "text/csv", on_click="ignore")
+    c2.download_button(
+        "Trace (Parquet)", lambda: parquet_bytes(trace.wide()), "routing_trace.parquet", on_click="ignore"
+    )
 
 
 def docs_key(docs: tuple[tuple[str, str, str], ...]) -> str:
@@ -596,10 +594,13 @@ def log_tail(path: str, lines: int = 8) -> str:
 # --- downloads -----------------------------------------------------------------------------------------------
 
 
-def download_csv(df: pd.DataFrame, file_name: str, label: str = "Download data (CSV)", key: str | None = None) -> None:
+def download_csv(
+    df: pd.DataFrame | Callable[[], pd.DataFrame], file_name: str, label: str = "Download data (CSV)", key=None
+) -> None:
+    """A CSV download button; the CSV is made only when clicked (pass a callable to defer building the table too)."""
     st.download_button(
         label,
-        data=df.to_csv(index=False).encode("utf-8"),
+        data=lambda: (df() if callable(df) else df).to_csv(index=False).encode("utf-8"),
         file_name=file_name,
         mime="text/csv",
         key=key or f"dl-{file_name}",

@@ -73,4 +73,4 @@ if trace.scores is not None:
     state.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")
 
 st.subheader("Download the trace")
-state.trace_downloads(trace, f"{path}|{step}|{state.docs_key(tuple(docs))}")
+state.trace_downloads(trace)

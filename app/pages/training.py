@@ -53,7 +53,9 @@ if load.ndim == 3:
         table = F.matrix_frame(load[:, layer, :], "step", "expert", "load", rows=steps)
         state.download_csv(table, f"load_layer{layer}.csv", "Download load per step (CSV)")
 with c2:
-    state.download_csv(F.history_table(hist), "history.csv", "Download the whole history (CSV: losses, bias, …)")
+    state.download_csv(
+        lambda: F.history_table(hist), "history.csv", "Download the whole history (CSV: losses, bias, …)"
+    )
 aux = F.aux_series(hist)
 if aux:
     st.plotly_chart(F.run_curves(aux, "Auxiliary balancing losses", "loss", smooth), key="td_aux")
