@@ -399,7 +399,10 @@ def build_trace(
     experts = np.asarray(experts)
     n, L, K = experts.shape
     meta = {**meta, "n_layers": int(L), "top_k": int(K)}
-    tok = pd.DataFrame({col: np.asarray(tokens[col]) for col in TOKEN_COLUMNS})
+    # str columns as objects: a numpy unicode array would silently drop trailing NUL characters ("\x00")
+    tok = pd.DataFrame(
+        {col: np.asarray(tokens[col], dtype=object if kind == "str" else None) for col, kind in TOKEN_COLUMNS.items()}
+    )
     tok = _cast(tok, TOKEN_COLUMNS)
     tok.index = pd.RangeIndex(n, name="token_row")
     t, l, r = np.unravel_index(np.arange(n * L * K), (n, L, K))
