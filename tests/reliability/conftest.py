@@ -74,3 +74,11 @@ def write_corpus(folder: Path, n_docs: int = 60) -> Path:
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("rel-corpus") / "corpus")
+
+
+@pytest.fixture(scope="session")
+def entry(tmp_path_factory) -> str:
+    """An entry script that runs app/main.py from a folder without `pages/` (as tests/app/conftest.py does)."""
+    path = tmp_path_factory.mktemp("rel-entry") / "entry.py"
+    path.write_text(f"import runpy\n\nrunpy.run_path({str(REPO / 'app' / 'main.py')!r}, run_name='__main__')\n")
+    return str(path)
