@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.recorder import _batches, _normalise_docs
+from analysis.recorder import _batches, _normalise_docs, model_lock
 from analysis.trace import RoutingTrace, build_trace
 
 # routers return (logits, weights, indices) in every supported family only from this version on (5.20 still
@@ -641,6 +641,8 @@ def record_hf(
     device = hf.input_device
     P = len(prefix)
     done = 0
+    lock = model_lock(hf.model)  # one recording of a shared model at a time (two app sessions, one model)
+    lock.acquire()
     was_training = hf.model.training
     hf.model.eval()  # no router jitter or dropout: the routing of the checkpoint
     try:
@@ -659,6 +661,7 @@ def record_hf(
             res = rec.result()
     finally:
         hf.model.train(was_training)
+        lock.release()
 
     # stream order -> document order
     inverse = np.empty(n, dtype=np.int64)

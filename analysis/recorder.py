@@ -25,6 +25,8 @@ the capacity drop depends on the batch, so the shared share and later layers dep
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -37,6 +39,21 @@ from analysis.trace import RoutingTrace, build_trace
 FP16_MAX = 65504.0
 BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
 MAX_TOKENS = 1_000_000  # tokens per `record` call: a trace holds ~1 KB per token (~1 GB at the limit)
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """The re-entrant lock of `model`. Forward hooks see every forward of a module, whoever runs it: two
+    recordings of one shared model (two app sessions on one cached model, in two threads) must not overlap,
+    or each captures the other's tokens (mismatched sizes, or silently mixed traces)."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
 
 
 class RoutingRecorder:
@@ -250,22 +267,23 @@ def record(
         keep = np.arange(n) if n <= max_hidden else np.random.default_rng(0).choice(n, max_hidden, replace=False)
         want_hidden[keep] = True
 
-    was_training = model.training
-    model.eval()  # no dropout: the routing of a checkpoint, not of a noisy forward
     order = np.concatenate([rows.reshape(-1) for rows in batches])  # stream row -> global token row
     done = 0
-    try:
-        with torch.inference_mode(), RoutingRecorder(model, keep_hidden=max_hidden > 0, max_hidden=n) as rec:
-            for rows_BS in batches:
-                idx_BS = torch.as_tensor(token_ids[rows_BS], device=device)
-                rec.keep_rows(np.flatnonzero(want_hidden[rows_BS.reshape(-1)]))
-                model(idx_BS)
-                done += rows_BS.size
-                if progress is not None:
-                    progress(done, n)
-            res = rec.result()
-    finally:
-        model.train(was_training)
+    with model_lock(model):  # one recording of a shared model at a time (see model_lock)
+        was_training = model.training
+        model.eval()  # no dropout: the routing of a checkpoint, not of a noisy forward
+        try:
+            with torch.inference_mode(), RoutingRecorder(model, keep_hidden=max_hidden > 0, max_hidden=n) as rec:
+                for rows_BS in batches:
+                    idx_BS = torch.as_tensor(token_ids[rows_BS], device=device)
+                    rec.keep_rows(np.flatnonzero(want_hidden[rows_BS.reshape(-1)]))
+                    model(idx_BS)
+                    done += rows_BS.size
+                    if progress is not None:
+                        progress(done, n)
+                res = rec.result()
+        finally:
+            model.train(was_training)
 
     # stream order -> document order
     inverse = np.empty(n, dtype=np.int64)

@@ -1,0 +1,132 @@
+"""Concurrent users: 4 app sessions at once get their own routing; a training run started from the Train page
+runs in a background process while other sessions keep working; the Train page and the run selector keep
+every run inside the runs folder. (Two trainers on one run directory: tests/reliability/test_runs.py.)"""
+
+from __future__ import annotations
+
+import html as html_lib
+import os
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import state
+from moe_core.run import load_run, read_jsonl
+from tests.reliability.conftest import REPO
+
+PAGES = REPO / "app" / "pages"
+
+
+def open_page(entry: str, page: str, **query) -> AppTest:
+    at = AppTest.from_file(entry, default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page(str(PAGES / f"{page}.py")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def shown_tokens(at: AppTest) -> str:
+    """The text a browser shows in the token-colouring block."""
+    block = "\n".join(m.value for m in at.markdown if "moe-tokens" in m.value)
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", block.replace("<br>", "\n")))
+
+
+def route_in_session(entry: str, text: str) -> tuple[str, str, int]:
+    at = open_page(entry, "token_routing")
+    at.text_area(key=state.KEY_TEXT).set_value(text).run()
+    assert not at.exception, [e.value for e in at.exception]
+    caption = next(c.value for c in at.caption if "tokens · layer" in c.value)
+    return text, shown_tokens(at), int(caption.split(" ")[0].replace(",", ""))
+
+
+def test_four_sessions_route_different_texts_at_once(rel_app_env, entry):
+    texts = [f"session {i}: " + word * (i + 2) for i, word in enumerate(["alpha ", "<b>beta</b> ", "γάμμα ", "δ\n"])]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda t: route_in_session(entry, t), texts))
+    counts = set()
+    for text, shown, n_tokens in results:
+        assert shown == text  # each session shows its own text, not another session's
+        counts.add(n_tokens)
+    assert len(counts) == 4  # and its own token count
+
+
+def test_ui_training_runs_in_the_background(rel_app_env, entry, corpus_dir, monkeypatch, tmp_path):
+    """Start a real (tiny) training run from the Train page; while it runs, another session routes text; the
+    Stop button ends it with a checkpoint. The page only starts a process: it never waits for training."""
+    real = state.train_command
+
+    def command(out, preset, steps, balance, experts, top_k):  # the built-in corpus -> the tiny test corpus
+        cmd = real(out, preset, steps, balance, experts, top_k)
+        i = cmd.index("--corpus-size")
+        return cmd[:i] + ["--corpus", str(corpus_dir), "--batch-size", "4", "--device", "cpu"] + cmd[i + 2 :]
+
+    monkeypatch.setattr(state, "train_command", command)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    trainer = open_page(entry, "train")
+    trainer.text_input(key="train_name").set_value("bg-run")
+    trainer.selectbox(key="train_preset").set_value("tiny")
+    trainer.number_input(key="train_steps").set_value(100_000)
+    trainer.button[0].click().run()
+    assert not trainer.exception, [e.value for e in trainer.exception]
+    job = trainer.session_state[state.KEY_TRAIN_PROC]
+    proc = job["proc"]
+    try:
+        assert proc.poll() is None  # the page returned while training goes on
+        assert Path(job["out"]) == (tmp_path / "runs" / "bg-run").resolve()
+        # another session works meanwhile, and sees its own result
+        text, shown, _ = route_in_session(entry, "while training runs")
+        assert shown == text
+        hist = Path(job["out"]) / "history" / "train.jsonl"
+        deadline = time.monotonic() + 120
+        while len(read_jsonl(hist)) < 2:  # training really progresses in the background
+            assert proc.poll() is None, Path(job["log"]).read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        trainer.run()
+        assert any("running…" in m.value for m in trainer.markdown)
+        trainer.button(key="train_stop").click().run()  # SIGTERM: finish the step, checkpoint, exit
+        assert proc.wait(timeout=120) == 0, Path(job["log"]).read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    run = load_run(job["out"])
+    assert run.latest_step() == read_jsonl(hist)[-1]["step"]
+
+
+def test_train_page_keeps_runs_inside_the_runs_folder(rel_app_env, entry, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "escape").symlink_to(tmp_path / "outside")  # dangling: `exists()` is False
+    started = []
+    monkeypatch.setattr(state, "start_training", lambda cmd, out: started.append(out))
+    at = open_page(entry, "train")
+    for name, message in (("../up", "letters, digits"), ("/abs", "letters, digits"),
+                          ("escape", "outside the runs folder")):  # fmt: skip
+        at.text_input(key="train_name").set_value(name)
+        at.button[0].click().run()
+        assert not at.exception
+        assert message in at.error[0].value, at.error[0].value
+    assert started == [] and not (tmp_path / "outside").exists()
+
+
+def test_run_selector_ignores_names_and_links_outside(rel_app_env, entry, tmp_path):
+    """`?run=` only picks a discovered run; a symlink out of the runs folder is not discovered."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    outside = tmp_path / "outside_run"
+    import shutil
+
+    shutil.copytree(rel_app_env, outside)
+    (runs / "linked").symlink_to(outside)
+    found = state._discover(None, (), str(runs.resolve()))
+    assert str(outside.resolve()) not in found.values()
+    at = open_page(entry, "overview", run="../outside_run")
+    assert at.session_state[state.KEY_RUN] == str(Path(rel_app_env).resolve())
+    pytest.importorskip("streamlit")
