@@ -40,8 +40,11 @@ RECORDED = "moe_recorded_eval"  # (run, step) pairs whose eval traces were recor
 # --- input limits (stated in the UI) --------------------------------------------------------------------
 UPLOAD_TYPES = ["txt", "md", "py", "json", "csv"]
 UPLOAD_MAX_BYTES = 1_000_000  # per file
+UPLOAD_MAX_MB = 1  # the upload widget's own limit (whole MB): the server refuses bigger files before reading them
+UPLOAD_MAX_FILES = 10  # per request: at most 10 MB of uploads held at once
+MAX_TEXT_CHARS = 1_000_000  # a pasted text is cut here before tokenizing (a 5 MB paste: no 8 s tokenization)
 MAX_TOKENS = 20_000  # per routing request; longer input is cut with a message
-LIMITS_TEXT = "Up to 1 MB per file (.txt .md .py .json .csv) and 20,000 tokens per request."
+LIMITS_TEXT = "Up to 10 files of 1 MB (.txt .md .py .json .csv) and 20,000 tokens per request."
 
 SAMPLES = {
     "Prose": "The old lighthouse keeper climbed the stairs every evening. From the top he could see the fishing "
@@ -87,6 +90,14 @@ def runs_dir() -> Path:
     return Path(os.environ.get("MOE_EXPLORER_RUNS_DIR") or "runs")
 
 
+def run_dir_for(name: str) -> Path:
+    """The folder of a new run `name` in the runs folder; ValueError when it would be outside it
+    (`..`, an absolute path, or a symlink out of the folder)."""
+    from moe_core.run import resolve_run_dir
+
+    return resolve_run_dir(runs_dir(), name)
+
+
 def discover_runs() -> dict[str, str]:
     """{display name: absolute run path}: $MOE_EXPLORER_RUN, --hf folders, the shipped run, runs in the runs folder.
 
@@ -120,9 +131,13 @@ def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[s
     except (ImportError, OSError, ValueError):
         pass
     try:
-        from moe_core.run import list_runs
+        from moe_core.run import list_runs, resolve_run_dir
 
         for child in list_runs(root):
+            try:
+                resolve_run_dir(root, str(child.relative_to(root)))
+            except ValueError:  # a symlink out of the runs folder: not offered
+                continue
             add(child)
     except (ImportError, OSError):
         pass
@@ -324,9 +339,12 @@ def _spans(path: str, text: str) -> list[tuple[int, int]]:
 
 
 def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], bool]:
-    """Docs cut so that together they hold at most MAX_TOKENS tokens; (docs, True) when something was cut."""
-    if sum(len(t) for _, _, t in docs) < MAX_TOKENS:  # a token is at least one character
-        return docs, False
+    """Docs cut so that together they hold at most MAX_TOKENS tokens; (docs, True) when something was cut.
+    Each text is first cut to MAX_TEXT_CHARS characters, so a huge paste is never tokenized whole."""
+    if sum(len(t.encode("utf-8", "surrogatepass")) for _, _, t in docs) <= MAX_TOKENS:  # a token holds >= 1 byte
+        return docs, False  # (not >= 1 character: an emoji can be 4 tokens)
+    cut_chars = any(len(t) > MAX_TEXT_CHARS for _, _, t in docs)
+    docs = [(d, lab, t[:MAX_TEXT_CHARS]) for d, lab, t in docs]
     out, budget = [], MAX_TOKENS
     for doc_id, label, text in docs:
         if budget <= 0:
@@ -337,7 +355,7 @@ def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[
             return out, True
         out.append((doc_id, label, text))
         budget -= len(spans)
-    return out, False
+    return out, cut_chars
 
 
 def trace_downloads(trace) -> None:
@@ -531,13 +549,26 @@ def docs_from_uploads(uploads: list[Upload]) -> list[tuple[str, str, str]]:
                         docs.append((f"{up.name}#{i}", label, text))
                 continue
         docs.append((up.name, Path(up.name).stem, up.text))
+    seen: set[str] = set()
+    for i, (doc_id, label, text) in enumerate(docs):  # the same file name twice: "a.txt", "a.txt (2)"
+        unique, n = doc_id, 1
+        while unique in seen:
+            n += 1
+            unique = f"{doc_id} ({n})"
+        seen.add(unique)
+        docs[i] = (unique, label, text)
     return docs
 
 
 def read_uploads(files: list[Any] | None) -> tuple[list[Upload], list[str]]:
     """Decode Streamlit UploadedFile objects; returns (good uploads, error messages)."""
     good, errors = [], []
-    for f in files or []:
+    files = list(files or [])
+    if len(files) > UPLOAD_MAX_FILES:
+        skipped = ", ".join(getattr(f, "name", "file") for f in files[UPLOAD_MAX_FILES:])
+        errors.append(f"Only {UPLOAD_MAX_FILES} files per request; not read: {skipped}.")
+        files = files[:UPLOAD_MAX_FILES]
+    for f in files:
         try:
             data = f.getvalue()
         except Exception as exc:  # noqa: BLE001 - a broken upload must not break the page

@@ -36,6 +36,8 @@ kind = "expert" if color_by == "expert" else "category"
 fig = F.projection_scatter(coords[["x", "y"]], color, coords["token_row"], hover, kind, n_experts=trace.n_experts)
 m1, m2, m3 = st.columns(3)
 m1.metric("Points", f"{len(coords):,}")
+if proj.extra.get("points_total", 0) > len(coords):  # the max_points cap (stratified by expert)
+    st.caption(f"Showing a stratified sample of {len(coords):,} of {proj.extra['points_total']:,} router inputs.")
 m2.metric("Silhouette (router-input space)", "–" if proj.silhouette is None else f"{proj.silhouette:.3f}",
           help="How compact the top-1 expert regions are: 1 = separated, 0 = overlapping, < 0 = mixed")  # fmt: skip
 m3.metric("Silhouette (2-D plane)", "–" if proj.silhouette_2d is None else f"{proj.silhouette_2d:.3f}")

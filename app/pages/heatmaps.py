@@ -12,7 +12,8 @@ source = st.radio("Texts", ["Eval documents of this run", "My labelled files"], 
                   help="Files: each file is one domain (its name), or a .csv with columns label,text. "
                   + state.LIMITS_TEXT)  # fmt: skip
 if source == "My labelled files":
-    files = st.file_uploader("Labelled files", type=state.UPLOAD_TYPES, accept_multiple_files=True, key="hm_files")
+    files = st.file_uploader("Labelled files", type=state.UPLOAD_TYPES, accept_multiple_files=True, key="hm_files",
+                             max_upload_size=state.UPLOAD_MAX_MB, help=state.LIMITS_TEXT)  # fmt: skip
     good, errors = state.read_uploads(files)
     for message in errors:
         st.error(message)

@@ -12,14 +12,16 @@ st.caption("Which expert does every token go to? Paste text, pick a sample, or u
 source = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
 docs = []
 if source == "Paste text":
-    text = st.text_area("Text", key=state.KEY_TEXT, height=140, placeholder="Paste any text or code here…")
+    text = st.text_area("Text", key=state.KEY_TEXT, height=140, placeholder="Paste any text or code here…",
+                        max_chars=state.MAX_TEXT_CHARS)  # fmt: skip
     docs = [("input", "input", text)] if text.strip() else []
 elif source == "Sample":
     samples = state.samples(path)
     name = st.selectbox("Sample", list(samples), key="tr_sample", help="built-in texts and the run's eval documents")
     docs = [("sample", name, samples[name])]
 else:
-    files = st.file_uploader("Files", type=state.UPLOAD_TYPES, accept_multiple_files=True, help=state.LIMITS_TEXT)
+    files = st.file_uploader("Files", type=state.UPLOAD_TYPES, accept_multiple_files=True, help=state.LIMITS_TEXT,
+                             max_upload_size=state.UPLOAD_MAX_MB)  # fmt: skip
     good, errors = state.read_uploads(files)
     for message in errors:
         st.error(message)

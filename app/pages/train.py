@@ -38,9 +38,14 @@ if submitted:
     elif top_k and experts and top_k > experts:
         st.error("Top-k cannot exceed the number of experts.")
     else:
-        job = state.start_training(state.train_command(out, preset, int(steps), balance, experts, top_k), out)
-        running = True
-        st.toast(f"Training {name} started")
+        try:
+            out = state.run_dir_for(name)  # never outside the runs folder (a symlink named like the run)
+        except ValueError as exc:
+            st.error(f"Cannot use this run name: {exc}")
+        else:
+            job = state.start_training(state.train_command(out, preset, int(steps), balance, experts, top_k), out)
+            running = True
+            st.toast(f"Training {name} started")
 
 
 @st.fragment(run_every=2 if running else None)
