@@ -113,6 +113,7 @@ def test_unknown_train_field_blocks_resume_with_a_message(trained, tmp_path):
 
 def test_only_safetensors_are_opened(monkeypatch, trained):
     """Loading a run and a model never touches pickle or torch.load."""
+
     def boom(*args, **kwargs):
         raise AssertionError("pickle/torch.load used")
 

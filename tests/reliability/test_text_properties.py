@@ -205,7 +205,7 @@ def test_one_5mb_line(tiny_model, tiny_tok, rel_app_env):
     MAX_TOKENS tokens and routes the rest."""
     from app import state
 
-    line = ("lighthouse " * 500_000)[: 5_000_000]
+    line = ("lighthouse " * 500_000)[:5_000_000]
     with pytest.raises(ValueError, match="too much text: more than 1,000,000 tokens"):
         record(tiny_model, tiny_tok, line)
     docs, cut = state.limit_docs(str(rel_app_env), [("input", "input", line)])
