@@ -93,6 +93,7 @@ def test_four_app_sessions_keep_their_own_state(rel_app_env, entry):
         assert at.session_state[state.KEY_TEXT] == text
 
 
+@pytest.mark.slow
 def test_ui_training_runs_in_the_background(rel_app_env, entry, corpus_dir, monkeypatch, tmp_path):
     """Start a real (tiny) training run from the Train page; while it runs, another session routes text; the
     Stop button ends it with a checkpoint. The page only starts a process: it never waits for training."""

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from analysis import metrics
@@ -151,8 +151,15 @@ def test_upload_encodings_by_hand():
     assert len(ragged) == 1 and ragged[0][1] in ("d", "open,x\n")
 
 
+GOOD_UPLOAD = st.tuples(
+    st.sampled_from(["a.txt", "n.md", "<b>x</b>.py", "t.csv"]),
+    st.builds(lambda t, enc: t.encode(enc), texts.filter(str.strip), st.sampled_from(["utf-8", "utf-16", "utf-8-sig"])),
+)
+ANY_UPLOAD = st.tuples(NAMES, st.one_of(ENCODED, CSV, BINARY))
+
+
 @settings(PROPS, max_examples=40)
-@given(uploads=st.lists(st.tuples(NAMES, st.one_of(ENCODED, CSV, BINARY)), min_size=1, max_size=3))
+@given(uploads=st.lists(st.one_of(GOOD_UPLOAD, GOOD_UPLOAD, ANY_UPLOAD), min_size=1, max_size=3))
 def test_upload_to_trace_in_the_app(rel_app_env, uploads):
     """The Token routing page's path: decode -> docs -> token limit -> cached route; errors are messages."""
     from app import state
@@ -160,6 +167,7 @@ def test_upload_to_trace_in_the_app(rel_app_env, uploads):
     path = str(rel_app_env)
     good = [u for u in (state.decode_upload(n, d) for n, d in uploads) if u.error is None]
     docs = state.docs_from_uploads(good)
+    event(f"{len(docs)} document(s) to route")
     if not docs:
         return
     docs, _ = state.limit_docs(path, docs)
