@@ -618,7 +618,8 @@ def _train(
     failure: Exception | None = None
     if d.main:  # rank 0 checks and prepares the run directory; the others learn the outcome from a broadcast
         try:
-            lock.acquire()  # before any check: two trainers racing on a fresh directory
+            if not resume or (run_dir / "run.json").exists():  # (resuming nothing: _setup_run_dir says so)
+                lock.acquire()  # before any other check: two trainers racing on a fresh directory
             _setup_run_dir(run_dir, model_cfg, train_cfg, docs_train, docs_val, corpus_info, resume)
         except (ValueError, OSError) as exc:
             failure = exc

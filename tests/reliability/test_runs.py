@@ -210,3 +210,10 @@ def test_lock_refuses_a_second_trainer_process(tmp_path, corpus_dir):
         first.kill()
         first.wait()
     assert json.loads((out / "run.json").read_text())["format"] == RUN_FORMAT
+
+
+def test_resuming_a_missing_run_creates_nothing(tmp_path):
+    out = tmp_path / "typo"
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(out, preset("tiny"), TrainConfig(**TINY_TRAIN), None, None, resume=True, device="cpu", progress=False)
+    assert not out.exists()  # no stray folder or .lock file
