@@ -142,6 +142,9 @@ class RoutedExperts(nn.Module):
         """
         T, K = topk_idx_TK.shape
         dtype = x_TD.dtype
+        if torch.is_autocast_enabled(x_TD.device.type):  # autocast does not cover grouped_mm: cast as it would
+            dtype = torch.get_autocast_dtype(x_TD.device.type)  # (else the GEMMs run in fp32 under bf16 autocast)
+            x_TD = x_TD.to(dtype)
         flat_e_N = topk_idx_TK.reshape(-1)  # (N,)
         order_N = torch.argsort(flat_e_N, stable=True)  # pairs sorted by expert, token order kept
         counts_E = torch.zeros(self.n_experts, dtype=torch.int32, device=x_TD.device)
