@@ -10,10 +10,12 @@
    its input space into compact regions?) and `silhouette_2d` in the projected plane;
 5. returns token_row, x, y, token_text, doc_id, label, expert (top-1 at that layer), one row per point.
 
-Cost (2 cores): `import umap` takes seconds and the first UMAP fit in a process spends 40-70 s compiling
-(numba JIT, no disk cache): call `warm_up_umap()` early (e.g. in a background thread), and pass a
-`cache_dir`: results are stored there as parquet (token_row, x, y; JSON in the key-value metadata), keyed by
-the SHA-256 of (run, step, layer, method, params, trace content hash). No pickle.
+Cost (2 cores): `import umap` takes seconds and the first UMAP fit in a process spends 40-90 s compiling
+(numba JIT). umap declares its functions without a disk cache, so `enable_numba_cache()` (called before every
+fit) turns it on: a later process loads the machine code instead (docs/BENCHMARKS.md). Call `warm_up_umap()`
+early (e.g. in a background thread), and pass a `cache_dir`: results are stored there as parquet (token_row,
+x, y; JSON in the key-value metadata), keyed by the SHA-256 of (run, step, layer, method, params, trace content
+hash). No pickle.
 """
 
 from __future__ import annotations
@@ -185,10 +187,34 @@ def silhouette(X: np.ndarray, labels: np.ndarray, max_points: int = 2000, seed: 
     return float(silhouette_score(X, labels, sample_size=sample, random_state=seed))
 
 
+def enable_numba_cache() -> int:
+    """Let every numba function of umap and pynndescent cache its machine code on disk (NUMBA_CACHE_DIR, else
+    __pycache__ next to the package), so a later process loads it instead of compiling (the 40-70 s of the
+    first UMAP). umap declares most of its functions without `cache=True`; numba allows turning it on after
+    the fact. Returns how many functions were switched on; an unwritable cache folder only warns (numba)."""
+    import sys
+
+    import numba.core.registry
+    import pynndescent  # noqa: F401  (imports its modules)
+    import umap  # noqa: F401
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(("umap", "pynndescent")) or module is None:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, numba.core.registry.CPUDispatcher) and not getattr(obj, "_moe_cached", False):
+                obj.enable_caching()
+                obj._moe_cached = True
+                switched += 1
+    return switched
+
+
 def warm_up_umap() -> float:
     """Import umap and fit it once on a tiny random input, so numba compiles now rather than on the user's
     first projection. Returns the seconds it took (40-70 s on 2 cores the first time in a process)."""
     start = time.perf_counter()
+    enable_numba_cache()
     import umap
 
     X = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
@@ -219,6 +245,7 @@ def _fit(X: np.ndarray, params: ProjectionParams) -> tuple[np.ndarray, dict[str,
         if xy.shape[1] < 2:
             xy = np.hstack([xy, np.zeros((n, 1))])
         return xy.astype(np.float32), {"explained_variance_ratio": pca.explained_variance_ratio_.tolist()}
+    enable_numba_cache()  # a later process loads umap's machine code instead of compiling it again
     import umap
 
     dims = min(params.pca_dims, d, n - 1)
