@@ -158,6 +158,12 @@ def get_run(path: str):
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def get_model(path: str, step: int | None):
     """The model of a run at a checkpoint step, in eval mode on the CPU."""
+    import torch
+
+    # one torch thread: routing 2,000 tokens is small work, and on a busy 2-core box a second (spinning) OpenMP
+    # thread competes with the server and the browser (bench/app_timings.py, route 2k tokens: 2.87 vs 3.05 s
+    # quiet, 3.4 vs 5.0 s at load ~2.6). MOE_EXPLORER_TORCH_THREADS overrides it (e.g. a big HF model).
+    torch.set_num_threads(int(os.environ.get("MOE_EXPLORER_TORCH_THREADS", "1")))
     model = get_run(path).load_model(step=step, device="cpu")
     model.eval()
     return model
