@@ -193,11 +193,15 @@ def enable_numba_cache() -> int:
     first UMAP). umap declares most of its functions without `cache=True`; numba allows turning it on after
     the fact. Returns how many functions were switched on; an unwritable cache folder only warns (numba)."""
     import sys
+    import warnings
 
     import numba.core.registry
     import pynndescent  # noqa: F401  (imports its modules)
     import umap  # noqa: F401
+    from numba.core.errors import NumbaWarning
 
+    # a few pynndescent functions hold dynamic globals: numba compiles them as before and warns once each
+    warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning)
     switched = 0
     for name, module in list(sys.modules.items()):
         if not name.startswith(("umap", "pynndescent")) or module is None:
