@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.recorder import _batches, _normalise_docs, model_lock
+from analysis.recorder import model_lock, normalise_docs, window_batches
 from analysis.trace import RoutingTrace, build_trace
 
 # routers return (logits, weights, indices) in every supported family only from this version on (5.20 still
@@ -603,7 +603,7 @@ def record_hf(
     max_hidden: router inputs kept (0 = none), a seeded random subsample when there are more tokens.
     keep_scores: keep the (n, L, E) scores over all experts (n*L*E*4 bytes). progress(done, total) per batch.
     """
-    entries = _normalise_docs(docs, labels)
+    entries = normalise_docs(docs, labels)
     tok = hf.tokenizer
     prefix = _prefix_tokens(tok) if add_prefix else []
     max_pos = getattr(hf.model.config, "max_position_embeddings", None) or window + len(prefix)
@@ -632,7 +632,7 @@ def record_hf(
     if max(token_ids.max(), max(prefix, default=0)) >= vocab:
         raise ValueError(f"the tokenizer does not match the model: token id {token_ids.max()} >= vocab_size {vocab}")
 
-    batches = _batches(doc_lengths, window, batch_size)
+    batches = window_batches(doc_lengths, window, batch_size)
     want_hidden = np.zeros(n, dtype=bool)
     if max_hidden > 0:
         keep = np.arange(n) if n <= max_hidden else np.random.default_rng(0).choice(n, max_hidden, replace=False)

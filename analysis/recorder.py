@@ -221,7 +221,7 @@ def record(
     """
     from moe_core.tokenizer import encode_with_offsets, token_bytes
 
-    entries = _normalise_docs(docs, labels)
+    entries = normalise_docs(docs, labels)
     cfg = model.config
     model_device = next(model.parameters()).device
     device = model_device if device is None else torch.device(device)
@@ -261,7 +261,7 @@ def record(
 
     if batch_size is None:
         batch_size = max(1, BATCH_TOKENS // cfg.block_size)
-    batches = _batches(doc_lengths, cfg.block_size, batch_size)
+    batches = window_batches(doc_lengths, cfg.block_size, batch_size)
     want_hidden = np.zeros(n, dtype=bool)
     if max_hidden > 0:
         keep = np.arange(n) if n <= max_hidden else np.random.default_rng(0).choice(n, max_hidden, replace=False)
@@ -316,7 +316,7 @@ def record(
     )
 
 
-def _normalise_docs(docs, labels) -> list[tuple[str, str, str]]:
+def normalise_docs(docs, labels) -> list[tuple[str, str, str]]:
     """(doc_id, text, label) per document; ValueError for no/empty/duplicate documents."""
     if isinstance(docs, str):
         docs = [docs]
@@ -346,7 +346,7 @@ def _normalise_docs(docs, labels) -> list[tuple[str, str, str]]:
     return entries
 
 
-def _batches(doc_lengths: Sequence[int], block_size: int, batch_size: int) -> list[np.ndarray]:
+def window_batches(doc_lengths: Sequence[int], block_size: int, batch_size: int) -> list[np.ndarray]:
     """Global token rows of each forward, as (B, S) arrays: each document (its tokens are consecutive rows)
     cut into non-overlapping windows of at most block_size tokens; windows of equal length stacked, up to
     batch_size per batch, longest windows first."""

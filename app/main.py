@@ -1,7 +1,7 @@
 """Streamlit entry: page config, the shared run/checkpoint selector, and navigation.
 
-Run with `moe-explorer app` (or `streamlit run app/main.py`). Pages are thin files in app/pages/;
-the Learn group comes from app.pages.learn.LESSONS when present.
+Run with `moe-explorer app` (or `streamlit run app/main.py`). Pages are thin files in app/views/;
+the Learn group comes from app.views.learn.LESSONS when present.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ PAGES = [  # (file, title, icon, url_path)
 st.set_page_config(page_title="MoE explorer", page_icon=":material/hub:", layout="wide")
 
 explore = [
-    st.Page(HERE / "pages" / file, title=title, icon=icon, url_path=url, default=(i == 0))
+    st.Page(HERE / "views" / file, title=title, icon=icon, url_path=url, default=(i == 0))
     for i, (file, title, icon, url) in enumerate(PAGES)
 ]
 groups = {"Explore": explore}
 try:
-    from app.pages.learn import LESSONS
+    from app.views.learn import LESSONS
 
-    lessons = [(HERE / "pages" / "learn" / file, title, icon) for file, title, icon in LESSONS]
+    lessons = [(HERE / "views" / "learn" / file, title, icon) for file, title, icon in LESSONS]
     lessons = [st.Page(f, title=title, icon=icon) for f, title, icon in lessons if f.is_file()]
     if lessons:
         groups["Learn"] = lessons

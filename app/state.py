@@ -4,8 +4,8 @@ Caching (Streamlit):
 - `st.cache_resource` for objects that are shared and never mutated: runs, models, tokenizers.
 - `st.cache_data` for traces and derived tables, keyed by (run path, checkpoint step, layer, params);
   texts are keyed by their SHA-256 so a rerun on the same 2,000 tokens is a cache hit.
-Run discovery: $MOE_EXPLORER_RUN, $MOE_EXPLORER_HF (paths), the shipped default run, and every run under
-$MOE_EXPLORER_RUNS_DIR (or ./runs).
+Run discovery: $MOE_EXPLORER_RUN, $MOE_EXPLORER_HF (paths), the shipped default run, the shipped
+balancing-strategy study (history only), and every run under $MOE_EXPLORER_RUNS_DIR (or ./runs).
 Uploads: .txt .md .py .json .csv, at most UPLOAD_MAX_BYTES per file; binary, undecodable
 or empty files give a one-line message, never an exception.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -130,6 +129,8 @@ def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[s
         add(Path(default_run_path()), "default (shipped)")
     except (ImportError, OSError, ValueError):
         pass
+    for child in study_runs():
+        add(Path(child), f"study: {Path(child).name}")
     try:
         from moe_core.run import list_runs, resolve_run_dir
 
@@ -142,6 +143,13 @@ def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[s
     except (ImportError, OSError):
         pass
     return found
+
+
+def study_runs() -> list[str]:
+    """The shipped balancing-strategy study's runs (history only, for the Training-dynamics overlay)."""
+    from moe_core.run import list_runs, study_runs_path
+
+    return [str(p.resolve()) for p in list_runs(study_runs_path())]
 
 
 # --- cached resources ---------------------------------------------------------------------------------------
@@ -209,24 +217,9 @@ def current() -> tuple[str | None, int | None]:
     return st.session_state.get(KEY_RUN), st.session_state.get(KEY_STEP)
 
 
-def ensure_entry() -> None:
-    """Run app/main.py instead of this page when Streamlit serves the page file directly.
-
-    Next to a `pages/` folder Streamlit starts in its legacy multipage mode, which serves a first request for
-    /PAGE from the file alone, until some run calls st.navigation (app/main.py does). Then the entry runs here
-    (it calls st.navigation, which ends legacy mode, and runs this same page) and this run stops.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        runpy.run_path(str(PAGES_DIR.parent / "main.py"), run_name="__main__")
-        st.stop()
-
-
 def require_run(need_model: bool = True) -> tuple[str, int | None]:
     """The selected run and step, or stop the page with a message when there is none (or, with `need_model`,
     when the run has no checkpoint yet)."""
-    ensure_entry()
     if KEY_RUN not in st.session_state:  # the entry always sets it; a page run some other way draws it here
         sidebar_selector()
     path, step = current()
@@ -248,11 +241,11 @@ def require_run(need_model: bool = True) -> tuple[str, int | None]:
     return path, step
 
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 
 
 def page_path(name: str) -> str:
-    """Absolute path of app/pages/NAME.py, for st.page_link (works whatever the entry script is)."""
+    """Absolute path of app/views/NAME.py, for st.page_link (works whatever the entry script is)."""
     return str(PAGES_DIR / f"{name}.py")
 
 
@@ -365,13 +358,12 @@ def limit_docs(path: str, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[
 
 
 def trace_downloads(trace) -> None:
-    """CSV and Parquet download buttons for a trace (one row per token, layer, rank), made when clicked."""
+    """Download buttons, made when clicked: CSV (one row per token, layer, rank) and the RoutingTrace parquet
+    file (tidy tables + metadata; `analysis.trace.load` reads it back exactly)."""
     c1, c2 = st.columns(2)
     csv = lambda: trace.wide().to_csv(index=False).encode("utf-8")  # noqa: E731
     c1.download_button("Trace (CSV)", csv, "routing_trace.csv", "text/csv", on_click="ignore")
-    c2.download_button(
-        "Trace (Parquet)", lambda: parquet_bytes(trace.wide()), "routing_trace.parquet", on_click="ignore"
-    )
+    c2.download_button("Trace (Parquet)", trace.to_parquet_bytes, "routing_trace.parquet", on_click="ignore")
 
 
 def docs_key(docs: tuple[tuple[str, str, str], ...]) -> str:
@@ -643,12 +635,6 @@ def download_csv(
         key=key or f"dl-{file_name}",
         on_click="ignore",
     )
-
-
-def parquet_bytes(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 def follow_click(event, key: str, n: int) -> None:

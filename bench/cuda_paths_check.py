@@ -116,5 +116,6 @@ def main() -> None:
                 print(f"   break: {reason[:150]}")
         M._grouped_mm = plain
 
+
 if __name__ == "__main__":
     main()

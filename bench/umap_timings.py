@@ -94,6 +94,7 @@ def main() -> None:
         return
     print(f"# run {args.run}, {args.points:,} router inputs (layer 0), load average {os.getloadavg()[0]:.2f}")
     env = dict(os.environ)
+
     # projections enable numba's disk cache before every fit: an empty NUMBA_CACHE_DIR is a cold process
     def fresh() -> dict:
         return dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="moe_numba_cache_"))
@@ -129,8 +130,10 @@ def main() -> None:
         print(f"{'projection cache (shipped, layer 0)':45s} {dt:6.2f} s ({len(res.coords):,} points, "
               f"from_cache={res.from_cache}) | target ≤ 1 s: {'met' if ok else 'MISSED'}")  # fmt: skip
     best = min(r["first"] for name, r in rows.items() if "filling" not in name)
-    print(f"# fresh {args.points:,}-point UMAP, best user-visible first call {best:.2f} s | target ≤ 15 s: "
-          f"{'met' if best <= 15 else 'MISSED'}; load average after {os.getloadavg()[0]:.2f}")
+    print(
+        f"# fresh {args.points:,}-point UMAP, best user-visible first call {best:.2f} s | target ≤ 15 s: "
+        f"{'met' if best <= 15 else 'MISSED'}; load average after {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import moe_core
-from analysis.recorder import RoutingRecorder, _batches, record
+from analysis.recorder import RoutingRecorder, record, window_batches
 from moe_core.tokenizer import encode_with_offsets, train_tokenizer
 
 TEXTS = [
@@ -140,7 +140,7 @@ def test_batching_does_not_change_routing(model, tok):
 
 
 def test_batches_group_equal_windows():
-    batches = _batches([5, 2, 5], block_size=4, batch_size=2)
+    batches = window_batches([5, 2, 5], block_size=4, batch_size=2)
     # docs at rows 0-4, 5-6, 7-11: windows of 4 (two of them in one batch), then the 2-token doc, then the tails
     assert [b.tolist() for b in batches] == [[[0, 1, 2, 3], [7, 8, 9, 10]], [[5, 6]], [[4], [11]]]
     rows = np.sort(np.concatenate([b.reshape(-1) for b in batches]))

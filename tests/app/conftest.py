@@ -101,12 +101,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def entry(tmp_path_factory) -> str:
-    """A copy of the entry that runs app/main.py from a folder without `pages/`: next to app/pages,
-    AppTest runs in Streamlit's legacy pages-folder mode and switch_page would skip main.py."""
-    path = tmp_path_factory.mktemp("entry") / "entry.py"
-    path.write_text(f"import runpy\n\nrunpy.run_path({str(ROOT / 'app' / 'main.py')!r}, run_name='__main__')\n")
-    return str(path)
+def entry() -> str:
+    """The app's entry script (it calls st.navigation; the pages live in app/views/)."""
+    return str(ROOT / "app" / "main.py")
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from app import state
 from app.learn_state import Spec, format_value, parse_value
-from app.pages.learn import LESSONS
+from app.views.learn import LESSONS
 
-LEARN = Path(__file__).resolve().parents[2] / "app" / "pages" / "learn"
+LEARN = Path(__file__).resolve().parents[2] / "app" / "views" / "learn"
 
 
 def page(name: str, **params: str) -> AppTest:
@@ -215,7 +215,7 @@ def test_lesson_6_with_a_run_shows_its_numbers(monkeypatch, tmp_path):
 def test_settings_survive_a_visit_to_another_lesson():
     def go(at, file):  # like the browser's navigation, which clears the URL's query parameters
         at.query_params.clear()
-        return at.switch_page(f"pages/learn/{file}").run()
+        return at.switch_page(f"views/learn/{file}").run()
 
     at = AppTest.from_file(str(LEARN.parents[1] / "main.py"), default_timeout=30).run()
     go(at, "lesson_1_partition.py").slider(key="l1_w_0").set_value(-1.5).run()

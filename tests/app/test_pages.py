@@ -20,7 +20,7 @@ def open_page(entry: str, page: str | None = None, **query) -> AppTest:
     at.query_params.update(query)
     at.run()
     if page is not None:
-        at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+        at.switch_page(str(ROOT / "app" / "views" / f"{page}.py")).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -58,6 +58,17 @@ def test_checkpoint_selector_is_shared(app_env, entry):
     assert at.sidebar.select_slider[0].value == 10
 
 
+def test_training_overlays_the_shipped_study(app_env, entry):
+    study = state.study_runs()
+    assert len(study) == 7, "sample_data/balancing_study ships one run per strategy"
+    at = open_page(entry, "training")
+    at.button[0].click().run()  # "Overlay the balancing-strategy study"
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(at.multiselect(key="td_runs").value) == sorted(study)
+    loss = at.get("plotly_chart")[0]
+    assert len(loss.proto.spec) > 0 and loss.proto.spec.count('"name"') >= 8  # this run + 7 strategies
+
+
 def test_token_routing_escapes_user_text(app_env, entry):
     at = open_page(entry, "token_routing")
     at.text_area(key=state.KEY_TEXT).set_value(XSS + " & friends").run()
@@ -74,7 +85,7 @@ def test_token_routing_escapes_user_text(app_env, entry):
 
 def test_token_routing_layer_query_param(app_env, entry):
     at = open_page(entry, None, layer="1")
-    at.switch_page(str(ROOT / "app" / "pages" / "token_routing.py")).run()
+    at.switch_page(str(ROOT / "app" / "views" / "token_routing.py")).run()
     at.radio(key="tr_source").set_value("Sample").run()
     assert at.slider(key=state.KEY_LAYER).value == 1
     assert "E" in markdown_html(at)
@@ -145,11 +156,11 @@ def test_pages_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
     at.sidebar.selectbox[0].set_value(str(tiny_hf.resolve())).run()
     assert not at.exception and "Hugging Face model" in at.title[0].value
     for page in PAGES[1:-1]:
-        at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+        at.switch_page(str(ROOT / "app" / "views" / f"{page}.py")).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         if page == "training":
             assert "without training history" in at.info[0].value
-    at.switch_page(str(ROOT / "app" / "pages" / "token_routing.py")).run()
+    at.switch_page(str(ROOT / "app" / "views" / "token_routing.py")).run()
     at.text_area(key=state.KEY_TEXT).set_value("def f(x): return x").run()
     assert not at.exception and not at.error
     assert shown_text(markdown_html(at)) == "def f(x): return x"
@@ -185,7 +196,7 @@ def test_a_run_without_checkpoints(tiny_run, entry, monkeypatch, tmp_path):
     at = open_page(entry)
     assert "no checkpoint yet" in at.sidebar.warning[0].value
     for page in PAGES[1:]:
-        at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+        at.switch_page(str(ROOT / "app" / "views" / f"{page}.py")).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         if page in ("token_routing", "heatmaps", "geometry"):
             assert "no checkpoint yet" in at.info[0].value

@@ -77,8 +77,6 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def entry(tmp_path_factory) -> str:
-    """An entry script that runs app/main.py from a folder without `pages/` (as tests/app/conftest.py does)."""
-    path = tmp_path_factory.mktemp("rel-entry") / "entry.py"
-    path.write_text(f"import runpy\n\nrunpy.run_path({str(REPO / 'app' / 'main.py')!r}, run_name='__main__')\n")
-    return str(path)
+def entry() -> str:
+    """The app's entry script (as in tests/app/conftest.py)."""
+    return str(REPO / "app" / "main.py")

@@ -22,7 +22,7 @@ from app import state
 from moe_core.run import load_run, read_jsonl
 from tests.reliability.conftest import REPO
 
-PAGES = REPO / "app" / "pages"
+PAGES = REPO / "app" / "views"
 
 
 def open_page(entry: str, page: str, **query) -> AppTest:

@@ -119,7 +119,7 @@ def _page(entry: str, page: str):
 
     at = AppTest.from_file(entry, default_timeout=90)
     at.run()
-    at.switch_page(str(ROOT / "app" / "pages" / f"{page}.py")).run()
+    at.switch_page(str(ROOT / "app" / "views" / f"{page}.py")).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

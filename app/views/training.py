@@ -21,6 +21,13 @@ L = len(state.get_run(path).config.moe_layers)
 c1, c2, c3 = st.columns([1, 3, 1])
 state.layer_param(L, "td_layer")
 layer = c1.selectbox("MoE layer", range(L), key="td_layer")
+study = [p for p in state.study_runs() if p != path and p in names]
+if study:  # one click to compare the balancing strategies (docs/FINDINGS.md)
+    c2.button(
+        "Overlay the balancing-strategy study",
+        on_click=lambda: st.session_state.update(td_runs=study),
+        help="Seven small runs with identical data, seed and steps; only the balancing differs.",
+    )
 others = c2.multiselect("Overlay runs", [p for p in runs.values() if p != path], format_func=names.get, key="td_runs")
 smooth = c3.slider("Smoothing", 0.0, 0.99, 0.8, key="td_smooth")
 histories = {names.get(p, p): state.history(p) for p in [path, *others]}

@@ -8,7 +8,6 @@ import streamlit as st
 from app import figures as F
 from app import state
 
-state.ensure_entry()
 st.title("Train a model")
 st.caption(
     "Runs `moe-explorer train` in the background on the built-in small corpus. The run is written to "

@@ -65,7 +65,7 @@ st.subheader("Open the real thing")
 for page, label, what in LINKS:
     query = {"layer": str(layer)} | ({"run": name} if name else {})
     try:
-        st.page_link(f"pages/{page}.py", label=f"{label} (layer {layer})", query_params=query)
+        st.page_link(f"views/{page}.py", label=f"{label} (layer {layer})", query_params=query)
     except StreamlitAPIException:  # outside the app's navigation (e.g. this page opened alone)
         st.markdown(f"[{label} (layer {layer})]({page}?{urlencode(query)})")
     st.caption(what)
