@@ -121,4 +121,11 @@ def test_paste_text_and_select_points(server, tmp_path):
         heading = page.get_by_text(re.compile(r"^\d+ selected tokens$")).first.inner_text()
         assert int(heading.split()[0]) > 0
         page.screenshot(path=str(tmp_path / "geometry.png"), full_page=True)
+
+        # a teacher's shared link, opened in a fresh tab: that lesson, with the rate from the URL
+        learn = browser.new_page(viewport={"width": 1400, "height": 1000})
+        learn.goto(server + "/lesson_3_bias?u=0.01")
+        settle(learn)
+        learn.get_by_role("heading", name="Imbalance and the bias rule").first.wait_for(timeout=30_000)
+        assert "0.01" in learn.locator("[data-testid='stMain'] [data-testid='stSlider']").first.inner_text()
         browser.close()
