@@ -69,7 +69,7 @@ def specialization_section(trace) -> str:
 
 
 def saturation_section(run: Run) -> str:
-    steps = [s for s in sorted(int(p.stem.split("_")[-1]) for p in (run.path / "eval").glob("trace_step_*.parquet"))]
+    steps = sorted(int(p.stem.split("_")[-1]) for p in (run.path / "eval").glob("trace_step_*.parquet"))
     final = load(run.trace_path(steps[-1])).experts_array()
     rows = []
     for step in steps:

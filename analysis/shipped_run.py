@@ -93,13 +93,14 @@ def record_traces(source: Run, shipped: Run, log=print) -> None:
         log(f"step {step}: {trace.n_tokens} tokens traced in {time.perf_counter() - start:.1f} s")
 
 
-def precompute_projections(run: Run, log=print) -> None:
+def precompute_projections(run: Run, methods: tuple[str, ...] = ("pca", "umap"), log=print) -> None:
     """PCA and UMAP of every MoE layer at the final checkpoint, into RUN/projections."""
     step = run.checkpoints()[-1]
     trace = load(run.trace_path(step))
-    log(f"warming up UMAP (numba compilation): {warm_up_umap():.1f} s")
+    if "umap" in methods:
+        log(f"warming up UMAP (numba compilation): {warm_up_umap():.1f} s")
     for layer in range(trace.n_layers):
-        for method in ("pca", "umap"):
+        for method in methods:
             proj = project(trace, layer, params=ProjectionParams(method=method), cache_dir=run.path / "projections")
             n, sil = len(proj.coords), proj.silhouette
             log(f"layer {layer} {method}: {n} points, silhouette {sil:.3f}, {proj.seconds:.1f} s")
