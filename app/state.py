@@ -236,7 +236,10 @@ def require_run(need_model: bool = True) -> tuple[str, int | None]:
             st.error(f"Cannot open this run: {exc}")
             st.stop()
     if need_model and step is None and not is_hf(path):
-        st.info("This run has no checkpoint yet: its first one appears when training reaches it.")
+        st.info(
+            "This run has no checkpoint: it is still training (the first one appears when training reaches it), "
+            "or it ships as history only, like the balancing-strategy study. Its curves are on Training dynamics."
+        )
         st.stop()
     return path, step
 
@@ -281,7 +284,7 @@ def sidebar_selector() -> None:
         st.session_state[KEY_STEP] = None
         return
     if not steps:
-        st.sidebar.warning("This run has no checkpoint yet.")
+        st.sidebar.warning("This run has no checkpoint (yet).")
         st.session_state[KEY_STEP] = None
         return
     if st.session_state.get(KEY_STEP) not in steps:

@@ -194,12 +194,12 @@ def test_a_run_without_checkpoints(tiny_run, entry, monkeypatch, tmp_path):
     monkeypatch.setenv("MOE_EXPLORER_RUN", str(fresh))
     monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path / "none"))
     at = open_page(entry)
-    assert "no checkpoint yet" in at.sidebar.warning[0].value
+    assert "no checkpoint (yet)" in at.sidebar.warning[0].value
     for page in PAGES[1:]:
         at.switch_page(str(ROOT / "app" / "views" / f"{page}.py")).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         if page in ("token_routing", "heatmaps", "geometry"):
-            assert "no checkpoint yet" in at.info[0].value
+            assert "no checkpoint: it is still training" in at.info[0].value
 
 
 def test_a_broken_run_gives_a_message(entry, monkeypatch, tmp_path):
