@@ -244,12 +244,12 @@ def require_run(need_model: bool = True) -> tuple[str, int | None]:
     return path, step
 
 
-PAGES_DIR = Path(__file__).resolve().parent / "views"
+VIEWS_DIR = Path(__file__).resolve().parent / "views"
 
 
 def page_path(name: str) -> str:
     """Absolute path of app/views/NAME.py, for st.page_link (works whatever the entry script is)."""
-    return str(PAGES_DIR / f"{name}.py")
+    return str(VIEWS_DIR / f"{name}.py")
 
 
 def copy_key(src: str, dst: str) -> None:
