@@ -168,8 +168,11 @@ def test_pages_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
 
 def test_launch_command_and_errors(tiny_run, tmp_path):
     import argparse
+    import subprocess
+    import sys
 
     from app import launch
+    from moe_core.run import default_run_path
 
     cmd = launch.app_command(8555)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/main.py")
@@ -177,6 +180,10 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
                         ("--browser.gatherUsageStats", "false"), ("--server.port", "8555")]:  # fmt: skip
         assert cmd[cmd.index(flag) + 1] == value
     assert launch.resolve_run(str(tiny_run)) == tiny_run
+    assert launch.resolve_run(None) == launch.shipped_run() == default_run_path()
+    # the launcher does not import torch (1.5 s before the server would start)
+    probe = "import sys; from app import launch; launch.resolve_run(None); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True).stdout == "False\n"
     with pytest.raises(ValueError, match="not a run directory"):
         launch.resolve_run(str(tmp_path))
     assert launch.app_env(tiny_run)["MOE_EXPLORER_RUN"] == str(tiny_run.resolve())
