@@ -15,7 +15,8 @@ already open, and measures what a user waits for:
   idle (the trace comes from st.cache_data; the figures are rebuilt).
 
 Variants (interleaved within each round, so machine load hits them alike): `threads1` (the app's default:
-one torch thread) and `threads2` (MOE_EXPLORER_TORCH_THREADS=2, torch's own choice on this 2-core box).
+one torch thread), `threads2` (MOE_EXPLORER_TORCH_THREADS=2, torch's own choice on this 2-core box) and
+`cli` (as threads1, but started through `moe-explorer app --run RUN`, the launcher the README's `make app` runs).
 Prints per-variant medians and the target checks (cold ≤ 8 s, rerun ≤ 1.5 s).
 """
 
@@ -39,7 +40,11 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]  # fmt: skip
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-VARIANTS = {"threads1": {"MOE_EXPLORER_TORCH_THREADS": "1"}, "threads2": {"MOE_EXPLORER_TORCH_THREADS": "2"}}
+VARIANTS = {  # name -> extra environment; "cli" starts the server the README's way (`moe-explorer app`)
+    "threads1": {"MOE_EXPLORER_TORCH_THREADS": "1"},
+    "threads2": {"MOE_EXPLORER_TORCH_THREADS": "2"},
+    "cli": {"MOE_EXPLORER_TORCH_THREADS": "1"},
+}
 # true once the script finished and the page shows `needle` in a caption (so a rerun that has not
 # started yet, or one still running, does not count)
 READY_JS = """needle => {
@@ -79,13 +84,15 @@ def text_of_tokens(run: Path, n: int) -> tuple[str, int]:
     return cut, len(encode_with_offsets(load_run(run).tokenizer(), cut)[0])
 
 
-def one_round(browser, run: Path, env_extra: dict, text: str, log: Path) -> dict[str, float]:
+def one_round(browser, run: Path, env_extra: dict, text: str, log: Path, via_cli: bool) -> dict[str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, MOE_EXPLORER_RUN=str(run), **env_extra)
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
            "--server.port", str(port)]  # fmt: skip
+    if via_cli:  # the launcher process in front (what `make app` runs once set up)
+        cmd = [sys.executable, "-m", "app.cli", "app", "--run", str(run), "--port", str(port)]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t0 = time.perf_counter()
     with open(log, "ab") as out:
@@ -148,7 +155,7 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         for r in range(args.rounds):
             for v in args.variants:  # interleaved: each round runs every variant once
-                results[v].append(one_round(browser, run, VARIANTS[v], text, log))
+                results[v].append(one_round(browser, run, VARIANTS[v], text, log, via_cli=v == "cli"))
                 print(f"round {r} {v:8s} " + "  ".join(f"{k} {s:6.2f} s" for k, s in results[v][-1].items()),
                       flush=True)  # fmt: skip
         browser.close()
@@ -159,8 +166,9 @@ def main() -> None:
         checks = "  ".join(f"{k} {'met' if med[k] <= t else 'MISSED'} (≤ {t} s)" for k, t in targets.items())
         print(f"{v:8s} " + "  ".join(f"{k} {s:6.2f} s" for k, s in med.items()) + "  | " + checks)
     if len(results) == 2:
-        a, b = (statistics.median(row["route 2k"] for row in rows) for rows in results.values())
-        print(f"route 2k, {args.variants[0]} / {args.variants[1]}: {a / b:.2f}x")
+        for k in ("cold start", "route 2k"):
+            a, b = (statistics.median(row[k] for row in rows) for rows in results.values())
+            print(f"{k}, {args.variants[0]} / {args.variants[1]}: {a / b:.2f}x")
 
 
 if __name__ == "__main__":
