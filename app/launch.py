@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 MAIN = Path(__file__).resolve().parent / "main.py"
 
@@ -77,7 +77,7 @@ def resolve_run(run: str | None) -> Path:
     return path
 
 
-def run_app(args: argparse.Namespace) -> int:
+def run_app(args: argparse.Namespace) -> NoReturn:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     for p in args.hf or []:
@@ -87,4 +87,5 @@ def run_app(args: argparse.Namespace) -> int:
     run = None if args.hf and args.run is None and not is_run_dir(shipped_run()) else resolve_run(args.run)
     print(f"moe-explorer app: opening {run or args.hf[0]} at http://localhost:{args.port}", flush=True)
     env = app_env(run, args.hf, getattr(args, "hf_device", "auto"), getattr(args, "hf_dtype", "auto"))
-    return subprocess.call(app_command(args.port), env=env)
+    cmd = app_command(args.port)
+    os.execve(cmd[0], cmd, env)  # become the server: signals (Ctrl+C, SIGTERM) reach it directly, no orphan

@@ -193,6 +193,40 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
         launch.run_app(argparse.Namespace(run=str(tiny_run), port=0, hf=[]))
 
 
+@pytest.mark.slow
+def test_the_launcher_becomes_the_server(tiny_run, tmp_path):
+    """`moe-explorer app` execs Streamlit: stopping it stops the server (no orphan left serving)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MOE_EXPLORER_RUNS_DIR=str(tmp_path), MOE_EXPLORER_WARM_UMAP="0")
+    cmd = [sys.executable, "-m", "app.cli", "app", "--run", str(tiny_run), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    health = f"http://127.0.0.1:{port}/_stcore/health"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(health, timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "the app did not start"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    with pytest.raises(OSError):  # nothing serves the port any more
+        urllib.request.urlopen(health, timeout=2)
+
+
 def test_a_run_without_checkpoints(tiny_run, entry, monkeypatch, tmp_path):
     import shutil
 
