@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# the CPU wheel of torch (an unpinned torch would pull a multi-GB CUDA build)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev,hf]"
+	# compile UMAP's numba code once into its disk cache (~25 s), so the app's first UMAP takes seconds
+	-$(BIN)/python -c "from analysis.projections import warm_up_umap; warm_up_umap()"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,18 +4,19 @@
 1. takes the router inputs `trace.hidden[:, layer]` of the tokens `trace.hidden_rows`;
 2. caps them at `max_points` with a stratified subsample (strata: top-1 expert or label; each stratum keeps
    its share of the points, at least one, chosen with a seeded RNG), so rare experts stay visible;
-3. PCA to 2 dims (fast, the default), or PCA to `pca_dims` then UMAP (`umap-learn`, seeded);
+3. PCA to 2 dims (fast, the default), or PCA to `pca_dims` then UMAP (`umap-learn`, seeded; exact
+   neighbours from sklearn and PCA initialisation, see `_umap`);
 4. scores the top-1 expert partition with the silhouette coefficient (sklearn, euclidean, on at most
    `silhouette_points` seeded points): `silhouette` in the router-input space itself (does the router carve
    its input space into compact regions?) and `silhouette_2d` in the projected plane;
 5. returns token_row, x, y, token_text, doc_id, label, expert (top-1 at that layer), one row per point.
 
-Cost (2 cores): `import umap` takes seconds and the first UMAP fit in a process spends 40-90 s compiling
-(numba JIT). umap declares its functions without a disk cache, so `enable_numba_cache()` (called before every
-fit) turns it on: a later process loads the machine code instead (docs/BENCHMARKS.md). Call `warm_up_umap()`
-early (e.g. in a background thread), and pass a `cache_dir`: results are stored there as parquet (token_row,
-x, y; JSON in the key-value metadata), keyed by the SHA-256 of (run, step, layer, method, params, trace content
-hash). No pickle.
+Cost (2 cores, 20k points): the first UMAP ever on a machine spends ~25 s compiling (numba JIT); umap declares
+its functions without a disk cache, so `enable_numba_cache()` (called before every fit) turns it on and every
+later process loads the machine code instead: ~10 s for its first 20k-point UMAP, ~8 s for the next ones
+(docs/BENCHMARKS.md). Call `warm_up_umap()` early (e.g. in a background thread), and pass a `cache_dir`:
+results are stored there as parquet (token_row, x, y; JSON in the key-value metadata), keyed by the SHA-256 of
+(run, step, layer, method, params, trace content hash). No pickle.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from analysis.trace import RoutingTrace, _atomic_write
 
 METHODS = ("pca", "umap")
 MAX_POINTS = 50_000  # hard cap on `max_points`: UMAP's neighbour graph grows with the points (memory, minutes)
-CACHE_VERSION = 1  # bump when the computation changes, so old cache files are not reused
+CACHE_VERSION = 2  # bump when the computation changes, so old cache files are not reused
 _CACHE_KEY = b"moe_explorer_projection"
 
 
@@ -215,23 +216,13 @@ def enable_numba_cache() -> int:
 
 
 def warm_up_umap() -> float:
-    """Import umap and fit it once on a tiny random input, so numba compiles now rather than on the user's
-    first projection. Returns the seconds it took (40-70 s on 2 cores the first time in a process)."""
+    """Import umap and fit it once on small random inputs, so numba compiles (or loads from its disk cache)
+    now rather than on the user's first projection. Returns the seconds it took."""
     start = time.perf_counter()
-    enable_numba_cache()
-    import umap
-
-    X = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
-    # umap takes exact neighbours below 4,096 points and NN-descent above: compile both paths
-    for approximate in (False, True):
-        umap.UMAP(
-            n_components=2,
-            n_neighbors=5,
-            n_epochs=20,
-            random_state=0,
-            n_jobs=1,
-            force_approximation_algorithm=approximate,
-        ).fit_transform(X)
+    rng = np.random.default_rng(0)
+    # umap takes all pairwise distances below 4,096 points and our neighbours from 4,096 on: compile both
+    for n in (64, 4096):
+        _umap(rng.standard_normal((n, 8)).astype(np.float32), n_neighbors=5, min_dist=0.1, seed=0, n_epochs=10)
     return time.perf_counter() - start
 
 
@@ -249,19 +240,42 @@ def _fit(X: np.ndarray, params: ProjectionParams) -> tuple[np.ndarray, dict[str,
         if xy.shape[1] < 2:
             xy = np.hstack([xy, np.zeros((n, 1))])
         return xy.astype(np.float32), {"explained_variance_ratio": pca.explained_variance_ratio_.tolist()}
+    dims = min(params.pca_dims, d, n - 1)
+    Z = PCA(n_components=dims, random_state=params.seed).fit_transform(X) if dims < d else X
+    xy = _umap(Z.astype(np.float32), params.n_neighbors, params.min_dist, params.seed)
+    return xy.astype(np.float32), {"pca_dims": int(dims)}
+
+
+def _umap(Z: np.ndarray, n_neighbors: int, min_dist: float, seed: int, n_epochs: int | None = None) -> np.ndarray:
+    """(N, 2) UMAP of Z (N, d), seeded (hence single-threaded), with two changes from umap's defaults that
+    cut a fresh process's 20k-point fit from 25 s to under 10 s (docs/BENCHMARKS.md):
+    - exact neighbours (sklearn, brute force on BLAS: ~1 s for 20k points in 32 dims) instead of umap's
+      NN-descent, whose pynndescent functions compile again in every process (~13 s) and are approximate;
+    - PCA initialisation instead of spectral: fast, deterministic, and spectral fails on router inputs
+      (repeated tokens in the same context are identical points: "too small an eigengap", then random init).
+    """
+    import warnings
+
+    from sklearn.neighbors import NearestNeighbors
+
     enable_numba_cache()  # a later process loads umap's machine code instead of compiling it again
     import umap
 
-    dims = min(params.pca_dims, d, n - 1)
-    Z = PCA(n_components=dims, random_state=params.seed).fit_transform(X) if dims < d else X
+    k = min(n_neighbors, len(Z) - 1)
+    dists, idx = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(Z).kneighbors(Z)  # (N, k), self first
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=min(params.n_neighbors, n - 1),
-        min_dist=params.min_dist,
-        random_state=params.seed,  # seeded: reproducible, hence single-threaded
+        n_neighbors=k,
+        min_dist=min_dist,
+        init="pca",
+        n_epochs=n_epochs,
+        random_state=seed,
         n_jobs=1,
+        precomputed_knn=(idx, dists, None),  # no search index: we never `transform` new points
     )
-    return reducer.fit_transform(Z).astype(np.float32), {"pca_dims": int(dims)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+        return reducer.fit_transform(Z)
 
 
 def _join(trace: RoutingTrace, rows: np.ndarray, xy: np.ndarray, layer: int) -> pd.DataFrame:

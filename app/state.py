@@ -444,7 +444,7 @@ def _project(path: str, step: int | None, layer: int, method: str, _trace):
 @st.cache_resource(show_spinner=False)
 def warm_umap() -> threading.Thread | None:
     """Compile UMAP's numba code in a background thread, once per process, when Geometry is first opened:
-    the first UMAP fit then takes seconds instead of a minute. MOE_EXPLORER_WARM_UMAP=0 turns it off."""
+    the first UMAP fit then does not wait for it. MOE_EXPLORER_WARM_UMAP=0 turns it off."""
     if os.environ.get("MOE_EXPLORER_WARM_UMAP", "1") == "0":
         return None
     from analysis.projections import warm_up_umap
@@ -464,7 +464,7 @@ def projection(path: str, step: int | None, layer: int, method: str):
         else:
             with st.status(f"Computing UMAP of layer {layer}…", expanded=True) as status:
                 st.write(f"{len(trace.hidden_rows):,} router inputs; PCA to 32 dims, then UMAP.")
-                st.write("The first UMAP in a process compiles numba code: up to a minute. Later ones take seconds.")
+                st.write("The first UMAP on this machine compiles numba code (about half a minute); then seconds.")
                 result = _project(path, step, layer, method, trace)
                 how = "read from the cache" if result.from_cache else f"computed in {result.seconds:.1f} s"
                 status.update(label=f"UMAP of layer {layer} {how}", state="complete", expanded=False)

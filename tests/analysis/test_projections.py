@@ -121,3 +121,5 @@ def test_umap_tiny():
     p = project(tr, layer=0, params=ProjectionParams(method="umap", n_neighbors=5, pca_dims=4))
     assert p.coords[["x", "y"]].notna().all().all() and len(p.coords) == 60
     assert p.extra["pca_dims"] == 4 and p.silhouette_2d > 0.3
+    again = project(tr, layer=0, params=ProjectionParams(method="umap", n_neighbors=5, pca_dims=4))
+    np.testing.assert_array_equal(p.coords[["x", "y"]], again.coords[["x", "y"]])  # seeded: the cache is sound
