@@ -117,30 +117,26 @@ def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[s
                 label += "'"
             found[label] = str(path)
 
-    if env:
-        add(Path(env))
+    from moe_core.run import default_run_path, list_runs, resolve_run_dir
+
+    shipped = default_run_path().resolve()
+    if env:  # `moe-explorer app` sets it, also for the shipped run
+        add(Path(env), "default (shipped)" if Path(env).resolve() == shipped else None)
     for hf in hf_folders:  # local Hugging Face MoE folders given with `moe-explorer app --hf PATH`
         hf = Path(hf).resolve()
         if (hf / "config.json").is_file() and str(hf) not in found.values():
             found[f"HF: {hf.name}"] = str(hf)
-    try:
-        from moe_core.run import default_run_path
-
-        add(Path(default_run_path()), "default (shipped)")
-    except (ImportError, OSError, ValueError):
-        pass
+    add(shipped, "default (shipped)")
     for child in study_runs():
         add(Path(child), f"study: {Path(child).name}")
     try:
-        from moe_core.run import list_runs, resolve_run_dir
-
         for child in list_runs(root):
             try:
                 resolve_run_dir(root, str(child.relative_to(root)))
             except ValueError:  # a symlink out of the runs folder: not offered
                 continue
             add(child)
-    except (ImportError, OSError):
+    except OSError:  # an unreadable runs folder: nothing from it
         pass
     return found
 

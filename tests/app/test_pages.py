@@ -8,6 +8,7 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analysis.balancing_study import STRATEGIES
 from app import state
 from tests.app.conftest import ROOT
 
@@ -56,6 +57,17 @@ def test_checkpoint_selector_is_shared(app_env, entry):
     assert not at.exception
     assert at.session_state[state.KEY_STEP] == 10
     assert at.sidebar.select_slider[0].value == 10
+
+
+def test_discovery_names_the_shipped_runs(monkeypatch, tmp_path):
+    from moe_core.run import default_run_path
+
+    monkeypatch.setenv("MOE_EXPLORER_RUN", str(default_run_path()))  # as `moe-explorer app` sets it
+    monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path))
+    runs = state.discover_runs()
+    assert list(runs.values()).count(str(default_run_path().resolve())) == 1
+    assert runs["default (shipped)"] == str(default_run_path().resolve())
+    assert sorted(n for n in runs if n.startswith("study: ")) == sorted(f"study: {n}" for n in STRATEGIES)
 
 
 def test_training_overlays_the_shipped_study(app_env, entry):
