@@ -1,6 +1,6 @@
 """`moe-explorer app`: start the Streamlit app on a run (default: the shipped run).
 
-Runs `python -m streamlit run app/main.py --server.headless true --server.fileWatcherType none
+Execs `python -m streamlit run app/main.py --server.headless true --server.fileWatcherType none
 --browser.gatherUsageStats false --client.toolbarMode minimal --server.port P` with MOE_EXPLORER_RUN set
 to the run directory, so every page opens on it; other runs under ./runs (or $MOE_EXPLORER_RUNS_DIR) stay
 selectable.
