@@ -5,7 +5,7 @@ route:  moe-explorer route [--run RUN] [--checkpoint STEP] (--text TEXT | FILE .
         summary; writes the trace with --out.
 report: moe-explorer report [--run RUN] [--checkpoint STEP] [--text FILE ...] --out report.html
         a self-contained HTML report of the FILEs' routing (default: the run's held-out eval docs).
-Without --run both use the shipped run (moe_core.run.default_run_path()); `--hf PATH` routes through a local
+Without --run both use the shipped run (moe_core.paths.default_run_path()); `--hf PATH` routes through a local
 Hugging Face MoE model instead (analysis.hf_adapter, docs/HF_MODELS.md). User errors raise ValueError or
 OSError with one line; app/cli.py prints it without a traceback.
 """
@@ -46,7 +46,8 @@ def _hf_trace(args: argparse.Namespace, docs):
 
 def open_run(path: str | None):
     """The run at `path`, or the shipped default run; ValueError (one line) when there is none."""
-    from moe_core.run import default_run_path, load_run
+    from moe_core.paths import default_run_path
+    from moe_core.run import load_run
 
     if path is None:
         default = default_run_path()

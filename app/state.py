@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from moe_core.paths import default_run_path, is_run_dir, study_runs_path
+
 # --- session-state keys (one place, so pages never collide) ---------------------------------------------
 KEY_RUN = "moe_run_path"  # selected run directory (str)
 KEY_STEP = "moe_checkpoint_step"  # selected checkpoint step (int) of that run
@@ -72,17 +74,13 @@ def samples(path: str, per_label: int = 2) -> dict[str, str]:
 # --- run discovery ----------------------------------------------------------------------------------------
 
 
-def _is_run(path: Path) -> bool:
-    return (path / "run.json").is_file()
-
-
 def hf_paths() -> list[str]:
     return [p for p in os.environ.get("MOE_EXPLORER_HF", "").split(os.pathsep) if p]
 
 
 def is_hf(path: str | None) -> bool:
     """A Hugging Face model folder (config.json, no run.json): no checkpoints, no training history."""
-    return bool(path) and not _is_run(Path(path)) and (Path(path) / "config.json").is_file()
+    return bool(path) and not is_run_dir(path) and (Path(path) / "config.json").is_file()
 
 
 def runs_dir() -> Path:
@@ -111,22 +109,22 @@ def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[s
 
     def add(path: Path, name: str | None = None) -> None:
         path = path.resolve()
-        if _is_run(path) and str(path) not in found.values():
-            label = name or path.name
+        if is_run_dir(path) and str(path) not in found.values():
+            label = "default (shipped)" if path == shipped else name or path.name
             while label in found:
                 label += "'"
             found[label] = str(path)
 
-    from moe_core.run import default_run_path, list_runs, resolve_run_dir
+    from moe_core.run import list_runs, resolve_run_dir
 
     shipped = default_run_path().resolve()
-    if env:  # `moe-explorer app` sets it, also for the shipped run
-        add(Path(env), "default (shipped)" if Path(env).resolve() == shipped else None)
+    if env:  # `moe-explorer app` sets it (also to the shipped run)
+        add(Path(env))
     for hf in hf_folders:  # local Hugging Face MoE folders given with `moe-explorer app --hf PATH`
         hf = Path(hf).resolve()
         if (hf / "config.json").is_file() and str(hf) not in found.values():
             found[f"HF: {hf.name}"] = str(hf)
-    add(shipped, "default (shipped)")
+    add(shipped)
     for child in study_runs():
         add(Path(child), f"study: {Path(child).name}")
     try:
@@ -143,7 +141,7 @@ def _discover(env: str | None, hf_folders: tuple[str, ...], root: str) -> dict[s
 
 def study_runs() -> list[str]:
     """The shipped balancing-strategy study's runs (history only, for the Training-dynamics overlay)."""
-    from moe_core.run import list_runs, study_runs_path
+    from moe_core.run import list_runs
 
     return [str(p.resolve()) for p in list_runs(study_runs_path())]
 

@@ -50,7 +50,8 @@ def stdlib_text(chars: int) -> str:
 
 
 def setup(run_path: str | None):
-    from moe_core.run import default_run_path, load_run
+    from moe_core.paths import default_run_path
+    from moe_core.run import load_run
 
     path = Path(run_path) if run_path else default_run_path()
     if (path / "run.json").is_file():

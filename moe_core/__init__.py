@@ -5,8 +5,19 @@ Public API for scripts and notebooks:
     logits, aux_loss = model(token_ids_BS)
 """
 
+import importlib
+
 from moe_core.config import BalanceConfig, ModelConfig, MoEConfig, preset
-from moe_core.model import LMOutput, MoETransformer, build_model, count_parameters
+
+_FROM_MODEL = ("LMOutput", "MoETransformer", "build_model", "count_parameters")
+
+
+def __getattr__(name: str):
+    # the model (and torch) load on first use, so torch-free modules (config, paths) import fast
+    if name in _FROM_MODEL:
+        return getattr(importlib.import_module("moe_core.model"), name)
+    raise AttributeError(f"module 'moe_core' has no attribute {name!r}")
+
 
 __all__ = [
     "BalanceConfig",

@@ -35,13 +35,15 @@ from fractions import Fraction
 from math import gcd
 from pathlib import Path
 
+from moe_core.paths import SAMPLE_DATA
+
 FORMAT = "moe-explorer-corpus/1"
 LABELS = ("prose", "code", "math", "data")
 SIZES = {"small": 300_000, "default": 2_500_000}  # target characters per domain
 VAL_FRACTION = 0.05  # share of each domain's documents held out for validation
 MIN_DOC_CHARS = 500  # generated/extracted documents are 0.5-3 kB
 MAX_DOC_CHARS = 3000
-SEED_SENTENCES = Path(__file__).resolve().parents[1] / "sample_data" / "seed_sentences.txt"
+SEED_SENTENCES = SAMPLE_DATA / "seed_sentences.txt"
 # stdlib folders that are tests, GUI tools, third-party installs or mostly non-English/data tables
 SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__", "encodings", "turtledemo"}
 

@@ -51,23 +51,6 @@ def state_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:06d}.state.safetensors"
 
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"  # next to the `moe_core` package
-
-
-def default_run_path() -> Path:
-    """The shipped run: `sample_data/default_run`."""
-    return SAMPLE_DATA / "default_run"
-
-
-def study_runs_path() -> Path:
-    """The shipped balancing-strategy study: one run per strategy, run.json + history only (no weights)."""
-    return SAMPLE_DATA / "balancing_study"
-
-
-def is_run_dir(path: str | os.PathLike) -> bool:
-    return (Path(path) / "run.json").is_file()
-
-
 def resolve_run_dir(root: str | os.PathLike, name: str) -> Path:
     """The folder of run `name` inside `root`, resolved; ValueError when the name could leave `root`.
 

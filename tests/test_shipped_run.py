@@ -3,17 +3,14 @@ precomputed projections were computed from the router inputs of the shipped chec
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from analysis.projections import ProjectionParams, project
 from analysis.recorder import record
 from analysis.trace import load
-from moe_core.run import default_run_path, load_run
-
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+from moe_core.paths import SAMPLE_DATA, default_run_path
+from moe_core.run import load_run
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def test_one_line_errors(tiny_run, tmp_path, capsys, monkeypatch):
     for argv, message in cases:
         rc, out, err = run_cli(argv, capsys)
         assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
-    monkeypatch.setattr("moe_core.run.default_run_path", lambda: tmp_path / "default_run")
+    monkeypatch.setattr("moe_core.paths.default_run_path", lambda: tmp_path / "default_run")
     rc, _, err = run_cli(["route", "--text", "x"], capsys)
     assert rc == 2 and "default run" in err and "does not exist yet" in err
 

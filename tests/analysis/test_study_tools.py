@@ -38,8 +38,7 @@ def test_shipped_run_export(source, tmp_path):
     w = traces[STEPS[0]].routing["weight"].to_numpy()
     np.testing.assert_array_equal(w, w.astype(np.float16).astype(np.float32))  # compacted to fp16 precision
     # the bf16 checkpoint routes like the fp32 one it came from, nearly always
-    fp32 = load_run(source.path)
-    ref = record(fp32.load_model(STEPS[-1]), fp32.tokenizer(), fp32.eval_docs(), max_hidden=0)
+    ref = record(source.load_model(STEPS[-1]), source.tokenizer(), source.eval_docs(), max_hidden=0)
     assert (ref.experts_array() == traces[STEPS[-1]].experts_array()).mean() > 0.95
     SR.precompute_projections(shipped, methods=("pca",), log=lambda _: None)
     for layer in range(traces[STEPS[-1]].n_layers):

@@ -100,12 +100,6 @@ def tiny_run(tmp_path_factory) -> Path:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def entry() -> str:
-    """The app's entry script (it calls st.navigation; the pages live in app/views/)."""
-    return str(ROOT / "app" / "main.py")
-
-
 @pytest.fixture
 def app_env(tiny_run, monkeypatch, tmp_path):
     """Point the app at the tiny run; an empty runs folder so nothing else is discovered."""

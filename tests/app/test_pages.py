@@ -60,7 +60,7 @@ def test_checkpoint_selector_is_shared(app_env, entry):
 
 
 def test_discovery_names_the_shipped_runs(monkeypatch, tmp_path):
-    from moe_core.run import default_run_path
+    from moe_core.paths import default_run_path
 
     monkeypatch.setenv("MOE_EXPLORER_RUN", str(default_run_path()))  # as `moe-explorer app` sets it
     monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path))
@@ -184,7 +184,7 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
     import sys
 
     from app import launch
-    from moe_core.run import default_run_path
+    from moe_core.paths import default_run_path
 
     cmd = launch.app_command(8555)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/main.py")
@@ -192,7 +192,7 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
                         ("--browser.gatherUsageStats", "false"), ("--server.port", "8555")]:  # fmt: skip
         assert cmd[cmd.index(flag) + 1] == value
     assert launch.resolve_run(str(tiny_run)) == tiny_run
-    assert launch.resolve_run(None) == launch.shipped_run() == default_run_path()
+    assert launch.resolve_run(None) == default_run_path()
     # the launcher does not import torch (1.5 s before the server would start)
     probe = "import sys; from app import launch; launch.resolve_run(None); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True).stdout == "False\n"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from moe_core import build_model, preset
+from moe_core.paths import default_run_path
 from moe_core.run import (
     RUN_FORMAT,
     append_jsonl,
-    default_run_path,
     list_runs,
     load_run,
     load_weights,

@@ -74,9 +74,3 @@ def write_corpus(folder: Path, n_docs: int = 60) -> Path:
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("rel-corpus") / "corpus")
-
-
-@pytest.fixture(scope="session")
-def entry() -> str:
-    """The app's entry script (as in tests/app/conftest.py)."""
-    return str(REPO / "app" / "main.py")
