@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from moe_core.config import ModelConfig, preset
-from moe_core.run import list_runs, load_run, read_jsonl
+from moe_core.files import read_jsonl
+from moe_core.run import list_runs, load_run
 from moe_core.train import TrainConfig, corpus_docs, train
 
 # name -> balancing settings (BalanceConfig fields); everything else is identical across runs

@@ -34,7 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.trace import RoutingTrace, _atomic_write
+from analysis.trace import RoutingTrace
+from moe_core.files import atomic_write
 
 METHODS = ("pca", "umap")
 MAX_POINTS = 50_000  # hard cap on `max_points`: UMAP's neighbour graph grows with the points (memory, minutes)
@@ -313,6 +314,6 @@ def _write_cache(path: Path, rows: np.ndarray, xy: np.ndarray, header: dict) -> 
     table = table.replace_schema_metadata({_CACHE_KEY: json.dumps(header).encode()})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     except OSError:
         pass  # a read-only run folder (e.g. an installed package): just don't cache

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 from analysis.trace import RoutingTrace, build_trace
+from moe_core.moe import choose_experts
+from moe_core.routing_stats import bias_flips, router_entropy
 
 FP16_MAX = 65504.0
 BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
@@ -166,15 +168,9 @@ class RoutingRecorder:
         cfg = self.layers[i].cfg
         topk_TK, weights_TK, scores_TE, biased_TE = (torch.cat(parts) for parts in zip(*self._router[i]))
         # what the router would choose on the unbiased scores (same group limiting)
-        choose_TE = scores_TE
-        if cfg.n_groups > 1:
-            from moe_core.moe import _mask_groups
-
-            choose_TE = _mask_groups(scores_TE, cfg.n_groups, cfg.topk_groups)
-        unbiased_TK = choose_TE.topk(cfg.top_k, dim=-1).indices
-        flips_TK = ~(topk_TK.unsqueeze(-1) == unbiased_TK.unsqueeze(-2)).any(dim=-1)  # (T, K)
-        p_TE = scores_TE / scores_TE.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-        entropy_T = -(p_TE * p_TE.clamp_min(1e-30).log()).sum(dim=-1)
+        unbiased_TK = choose_experts(scores_TE, cfg.top_k, cfg.n_groups, cfg.topk_groups)
+        flips_TK = bias_flips(topk_TK, unbiased_TK)
+        entropy_T = router_entropy(scores_TE)
         routed_T, shared_T = torch.cat(self._routed_norm[i]), torch.cat(self._shared_norm[i])
         total_T = routed_T + shared_T
         share_T = torch.where(total_T > 0, shared_T / total_T.clamp_min(1e-30), torch.zeros_like(total_T))

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from moe_core.files import atomic_write
 
 FORMAT = "moe-explorer-trace/1"
 METADATA_KEY = b"moe_explorer_trace"
@@ -255,11 +256,11 @@ class RoutingTrace:
             blob = st_save({name: np.ascontiguousarray(arr) for name, arr in arrays.items()})
             header["sidecar"] = sidecar.name
             header["sidecar_sha256"] = hashlib.sha256(blob).hexdigest()
-            _atomic_write(sidecar, lambda tmp: Path(tmp).write_bytes(blob))
+            atomic_write(sidecar, lambda tmp: Path(tmp).write_bytes(blob))
         elif sidecar.exists():
             sidecar.unlink()  # a stale sidecar from an earlier save
         table = self._table(header)
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         return path
 
     def to_parquet_bytes(self) -> bytes:
@@ -522,17 +523,6 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _first_line(exc: BaseException) -> str:

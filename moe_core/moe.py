@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_core.config import MoEConfig
+from moe_core.routing_stats import expert_counts
 
 
 class RouterOutput(NamedTuple):
@@ -48,10 +49,7 @@ class Router(nn.Module):
         else:
             scores_TE = logits_TE.sigmoid()
         biased_TE = scores_TE + self.expert_bias
-        choose_TE = biased_TE
-        if cfg.n_groups > 1:
-            choose_TE = _mask_groups(biased_TE, cfg.n_groups, cfg.topk_groups)
-        topk_idx_TK = choose_TE.topk(cfg.top_k, dim=-1).indices
+        topk_idx_TK = choose_experts(biased_TE, cfg.top_k, cfg.n_groups, cfg.topk_groups)
         weights_TK = scores_TE.gather(-1, topk_idx_TK)
         if cfg.renormalize:
             weights_TK = weights_TK / (weights_TK.sum(dim=-1, keepdim=True) + 1e-20)
@@ -59,8 +57,17 @@ class Router(nn.Module):
         return RouterOutput(topk_idx_TK, weights_TK, scores_TE, biased_TE, logits_TE)
 
 
-def _mask_groups(biased_TE: torch.Tensor, n_groups: int, topk_groups: int) -> torch.Tensor:
-    """Group-limited routing: keep the `topk_groups` groups with the best top-2 score sum."""
+def choose_experts(biased_TE: torch.Tensor, top_k: int, n_groups: int = 1, topk_groups: int = 1) -> torch.Tensor:
+    """(T, K) experts chosen on `biased_TE` (scores + bias), DeepSeek-V3 style: with n_groups > 1 only the
+    `topk_groups` groups with the best top-2 score sum compete. Also replays the choice on unbiased scores
+    (bias flips, in both recorders). Each token's experts come best first."""
+    if n_groups > 1:
+        biased_TE = mask_groups(biased_TE, n_groups, topk_groups)
+    return biased_TE.topk(top_k, dim=-1).indices
+
+
+def mask_groups(biased_TE: torch.Tensor, n_groups: int, topk_groups: int) -> torch.Tensor:
+    """Group-limited routing: keep the `topk_groups` groups with the best top-2 score sum (others -inf)."""
     T, E = biased_TE.shape
     grouped_TGe = biased_TE.view(T, n_groups, E // n_groups)
     top = min(2, E // n_groups)
@@ -174,13 +181,6 @@ def capacity_keep_mask(topk_idx_TK: torch.Tensor, n_experts: int, capacity: int)
 
 
 # --- balancing losses (each returns a scalar; multiply by its alpha outside) ---------------------
-
-
-def expert_counts(topk_idx_TK: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """(E,) float: tokens whose top-k contains each expert. No host sync."""
-    flat = topk_idx_TK.reshape(-1)
-    counts = torch.zeros(n_experts, dtype=torch.float32, device=flat.device)
-    return counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
 
 
 def _normalised_probs(scores_TE: torch.Tensor) -> torch.Tensor:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from moe_core.config import ModelConfig
+from moe_core.files import atomic_write, read_jsonl
 
 if TYPE_CHECKING:  # only for annotations: keep `import moe_core.run` light
     from tokenizers import Tokenizer
@@ -83,86 +82,6 @@ def list_runs(root: str | os.PathLike) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# atomic files and JSON lines
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:  # makes the rename durable; not supported everywhere (e.g. Windows), harmless to skip
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, fsync the temp file, then rename it over `path` (same folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared/read by the app
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Replace a JSON-lines file in one rename (used to cut history back to a checkpoint on resume)."""
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one row as one line and flush it, so readers see whole rows while training runs."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSON-lines file; [] if it does not exist.
-
-    A torn last line (a writer caught mid-write, or killed) is ignored; a bad line elsewhere is an error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # the last line has no newline yet: torn, skip it
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------------------
 # safetensors weights
 
 
@@ -170,7 +89,7 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
     """Save tensors as safetensors, atomically. Metadata values that are not str are stored as JSON text."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -20,12 +20,13 @@ breaks count ties by pair id.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from moe_core.files import atomic_write
 
 EOT = "<|endoftext|>"
 MIN_VOCAB = 257  # 256 byte tokens + <|endoftext|>
@@ -62,17 +63,8 @@ def eot_id(tok: Tokenizer) -> int:
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> None:
-    """Write `tok` as `tokenizer.json` at `path`, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tokenizer-", suffix=".json", dir=path.parent)
-    os.close(fd)
-    try:
-        tok.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write `tok` as `tokenizer.json` at `path`, atomically."""
+    atomic_write(path, tok.save)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -39,20 +39,17 @@ import torch.nn.functional as F
 
 from moe_core.config import ModelConfig, preset
 from moe_core.corpus import Doc, build_corpus, docs_from_paths, load_docs, split_docs
+from moe_core.files import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from moe_core.model import MoETransformer, build_model
 from moe_core.run import (
     RUN_FORMAT,
     Run,
-    append_jsonl,
     check_state_dict,
     load_run,
     load_weights,
-    read_jsonl,
     save_weights,
     state_path,
     weights_path,
-    write_json_atomic,
-    write_jsonl_atomic,
 )
 from moe_core.tokenizer import eot_id, save_tokenizer, train_tokenizer
 

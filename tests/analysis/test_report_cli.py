@@ -11,7 +11,8 @@ from analysis.recorder import record
 from analysis.report import build_report, domain_share_ratio
 from analysis.trace import load
 from app.cli import main
-from moe_core.run import append_jsonl, save_weights, weights_path, write_json_atomic
+from moe_core.files import append_jsonl, write_json_atomic
+from moe_core.run import save_weights, weights_path
 from moe_core.tokenizer import save_tokenizer, train_tokenizer
 
 TEXTS = {

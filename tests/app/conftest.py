@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from moe_core import build_model, preset
-from moe_core.run import RUN_FORMAT, save_weights, weights_path, write_json_atomic
+from moe_core.files import write_json_atomic
+from moe_core.run import RUN_FORMAT, save_weights, weights_path
 from moe_core.tokenizer import save_tokenizer, train_tokenizer
 
 EVAL_DOCS = [

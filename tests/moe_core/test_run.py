@@ -9,19 +9,9 @@ import pytest
 import torch
 
 from moe_core import build_model, preset
+from moe_core.files import append_jsonl, read_jsonl, write_json_atomic
 from moe_core.paths import default_run_path
-from moe_core.run import (
-    RUN_FORMAT,
-    append_jsonl,
-    list_runs,
-    load_run,
-    load_weights,
-    read_jsonl,
-    save_weights,
-    state_path,
-    weights_path,
-    write_json_atomic,
-)
+from moe_core.run import RUN_FORMAT, list_runs, load_run, load_weights, save_weights, state_path, weights_path
 
 
 def make_run(path, cfg=None, steps=(5,)):

@@ -18,8 +18,9 @@ import torch
 
 from moe_core import ModelConfig, preset
 from moe_core.corpus import Doc
+from moe_core.files import read_jsonl
 from moe_core.model import MoETransformer
-from moe_core.run import load_run, read_jsonl
+from moe_core.run import load_run
 from moe_core.train import TrainConfig, batch_starts, lr_at, max_violation, run_train, train
 
 REPO = Path(__file__).resolve().parents[2]

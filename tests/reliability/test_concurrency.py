@@ -19,7 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from analysis.recorder import record
 from app import state
-from moe_core.run import load_run, read_jsonl
+from moe_core.files import read_jsonl
+from moe_core.run import load_run
 from tests.reliability.conftest import REPO
 
 PAGES = REPO / "app" / "views"

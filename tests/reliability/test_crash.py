@@ -23,7 +23,8 @@ import torch
 import moe_core.run as run_module
 from moe_core.config import preset
 from moe_core.corpus import load_docs
-from moe_core.run import load_run, read_jsonl, state_path, weights_path
+from moe_core.files import read_jsonl
+from moe_core.run import load_run, state_path, weights_path
 from moe_core.train import CKPT_PAUSE_ENV, TrainConfig, build_model, save_checkpoint, train
 from tests.reliability.conftest import REPO
 
