@@ -1,36 +1,28 @@
-"""The Learn pages' figure builders, without Streamlit."""
+"""The Learn lessons' figure builders (analysis.figures.lessons) and their tables, without Streamlit."""
 
 import numpy as np
 import plotly.graph_objects as go
 
-from analysis import teaching
-from app import learn_figures as LF
-from app.figures import expert_colors
+from analysis import figures, tables, teaching
 
 W = teaching.default_weights()
-
-
-def test_mix_and_stepped_colourscale():
-    assert LF._mix("#000000", "#ffffff") == "#7f7f7f"
-    scale = LF._stepped(["#111111", "#222222"])
-    assert scale == [[0.0, "#111111"], [0.5, "#111111"], [0.5, "#222222"], [1.0, "#222222"]]
 
 
 def test_regions_figure_top1_and_top2():
     regions = teaching.decision_regions(W, np.zeros(4), lim=2.0, n=11)
     points = np.array([[1.5, 0.1], [0.0, -1.5]])
-    fig = LF.regions_figure(regions, "top1", W, points, np.array([0, 3]))
+    fig = figures.lessons.regions_figure(regions, "top1", W, points, np.array([0, 3]))
     assert isinstance(fig, go.Figure)
     heat, scatter, labels = fig.data
     np.testing.assert_array_equal(heat.z, regions.top1)
     assert heat.text[5][10] == "E0"  # the point (2, 0) is in expert 0's region
-    assert list(scatter.marker.color) == [expert_colors(4)[0], expert_colors(4)[3]]
+    assert list(scatter.marker.color) == [figures.colors.expert_colors(4)[0], figures.colors.expert_colors(4)[3]]
     assert scatter.marker.size == 16  # few points: the picked tokens are drawn large
     assert len(fig.layout.annotations) == 4  # one arrow per weight vector
     # arrows of length 2 in a view of half-width 2 are shortened to 0.85 * 2 = 1.7; labels just past them
     assert (fig.layout.annotations[0].x, fig.layout.annotations[0].y) == (1.7, 0.0)
     assert list(labels.text) == ["w0", "w1", "w2", "w3"] and labels.x[0] == 1.7 * 1.12
-    fig2 = LF.regions_figure(regions, "top2", W)
+    fig2 = figures.lessons.regions_figure(regions, "top2", W)
     np.testing.assert_array_equal(fig2.data[0].z, regions.pair)
     assert fig2.data[0].zmax == 5.5  # 6 pairs of 4 experts
     assert fig2.data[0].text[5][10] == "E0+E1"  # E1 and E3 tie at (2, 0): the lower id wins
@@ -41,14 +33,14 @@ def test_regions_figure_top1_and_top2():
 def test_gate_steps_table_and_figure():
     bias = np.array([0.0, 0.0, 0.0, 0.3])
     steps = teaching.explain_token([1.0, 0.0], W, bias, top_k=2)
-    table = LF.gate_steps_table(steps, bias)
+    table = tables.gate_steps_table(steps, bias)
     assert list(table["expert"]) == ["E0", "E1", "E2", "E3"]
     # E0 wins on score, E3 second thanks to its bias (0.5 + 0.3 beats 0.5)
     assert table["chosen (rank)"].tolist()[0] == 1 and table["chosen (rank)"].tolist()[3] == 2
     assert np.isnan(table["chosen (rank)"].tolist()[1])
     assert abs(table["gate weight"].sum() - 1) < 1e-12  # sigmoid gates are renormalised
     assert table["gate weight"].iloc[1] == 0.0
-    fig = LF.gate_steps_figure(steps)
+    fig = figures.lessons.gate_steps_figure(steps)
     assert len(fig.data) == 4
     np.testing.assert_allclose(fig.data[0].y, steps.logits)
     np.testing.assert_allclose(fig.data[3].y, table["gate weight"])
@@ -57,20 +49,20 @@ def test_gate_steps_table_and_figure():
 
 def test_output_figure_arrows():
     steps = teaching.explain_token([1.0, 0.0], W, np.zeros(4), top_k=2)
-    fig = LF.output_figure(steps)
+    fig = figures.lessons.output_figure(steps)
     assert [t.name for t in fig.data][0] == "x (input)" and fig.data[-1].name == "output"
     assert len(fig.data) == 2 + 2 + 1  # input, 2 experts, shared, output
     np.testing.assert_allclose([fig.data[-1].x[1], fig.data[-1].y[1]], steps.output)
 
 
 def test_curves_and_bars():
-    fig = LF.maxvio_figure({"u = 0.001": np.array([1.0, 0.5]), "u = 0.01": np.array([1.0, 0.2])}, step=1)
+    fig = figures.lessons.maxvio_figure({"u = 0.001": np.array([1.0, 0.5]), "u = 0.01": np.array([1.0, 0.2])}, step=1)
     assert [t.name for t in fig.data] == ["u = 0.001", "u = 0.01"]
-    assert fig.data[0].line.color == LF.RATE_COLORS[1e-3]
+    assert fig.data[0].line.color == figures.lessons.RATE_COLORS[1e-3]
     assert len(fig.layout.shapes) == 2  # threshold and current step
     biases = np.zeros((3, 4))
-    assert len(LF.bias_figure(biases, step=2).data) == 4
-    bars = LF.load_figure(np.array([4, 2, 0, 2]))
+    assert len(figures.lessons.bias_figure(biases, step=2).data) == 4
+    bars = figures.lessons.load_figure(np.array([4, 2, 0, 2]))
     np.testing.assert_array_equal(bars.data[0].y, [4, 2, 0, 2])
     assert bars.layout.shapes[0].y0 == 2.0  # mean load line
 
@@ -85,16 +77,16 @@ def test_tradeoff_rows_and_figure():
         ("switch", 1.0): _result("switch", 0.2, 0.6, 2.8),
         ("bias", 0.001): _result("bias", 0.03, 0.2, 0.0),
     }
-    rows = LF.tradeoff_rows(results)
+    rows = tables.tradeoff_rows(results)
     assert rows["label"].tolist() == ["α=0.1", "α=1", "u=0.001"]
     assert rows["weight_change"].tolist() == [0.9, 2.8, 0.0]
-    fig = LF.tradeoff_figure(rows)
+    fig = figures.lessons.tradeoff_figure(rows)
     assert [len(t.x) for t in fig.data] == [2, 1]
     assert list(fig.data[1].y) == [0.03]
 
 
 def test_router_figure_uses_the_bias():
-    fig = LF.router_figure(W, np.array([0.0, 0.0, 1.0, 0.0]), "sigmoid", lim=1.0, title="t")
+    fig = figures.lessons.router_figure(W, np.array([0.0, 0.0, 1.0, 0.0]), "sigmoid", lim=1.0, title="t")
     assert set(np.unique(fig.data[0].z)) == {2}  # a bias of 1 makes E2 win everywhere in [-1, 1]^2
     assert fig.layout.title.text == "t"
 
@@ -102,7 +94,7 @@ def test_router_figure_uses_the_bias():
 def test_capacity_figure_marks_dropped():
     topk = np.array([[0], [0], [0], [1]])
     keep = teaching.capacity_keep(topk, 2, 1.0)
-    fig = LF.capacity_figure(topk, keep, 2)
+    fig = figures.lessons.capacity_figure(topk, keep, 2)
     kept, dropped = fig.data
     assert list(kept.x) == [0, 1, 3] and list(dropped.x) == [2]
     assert list(dropped.y) == ["E0"]

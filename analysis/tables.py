@@ -1,0 +1,277 @@
+"""Table shaping for the figures, the pages' tables and CSV downloads: pandas / numpy in, tables out. No plotting.
+
+Routing tables are the trace's long tables (tokens indexed by token_row; routing rows token_row, layer,
+rank, expert, weight); history tables have one row per logged training step (step, load, bias,
+maxvio_batch, aux, ...). Shapes: T tokens, L MoE layers, E experts, K top-k, N history rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import specialization
+from analysis.teaching import BalanceResult, GateSteps
+from analysis.trace import RoutingTrace
+
+MAX_TOKEN_CHARS = 40  # token texts in hovers are cut to this many characters
+
+
+def short_token(text: str) -> str:
+    """A token made visible for hovers and tables: whitespace shown as symbols, long tokens cut."""
+    shown = str(text).replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+    return shown if len(shown) <= MAX_TOKEN_CHARS else shown[: MAX_TOKEN_CHARS - 1] + "…"
+
+
+# ---------------------------------------------------------------- token routing
+
+
+def top1_table(routing: pd.DataFrame, layer: int) -> pd.Series:
+    """Top-1 (rank 0) expert per token_row at one layer."""
+    rows = routing[(routing["layer"] == layer) & (routing["rank"] == 0)]
+    return rows.set_index("token_row")["expert"].astype(int).sort_index()
+
+
+def routing_summary(routing: pd.DataFrame) -> pd.Series:
+    """Per (token_row, layer): 'E3 0.62, E1 0.38' (chosen experts by rank with gate weights)."""
+    r = routing.sort_values(["token_row", "layer", "rank"], kind="stable")
+    keys = list(zip(r["token_row"].tolist(), r["layer"].tolist()))
+    texts: dict[tuple[int, int], list[str]] = {}
+    for key, e, w in zip(keys, r["expert"].tolist(), r["weight"].tolist()):  # plain Python: fast for 10^4 rows
+        texts.setdefault(key, []).append(f"E{e} {w:.2f}")
+    index = pd.MultiIndex.from_tuples(list(texts), names=["token_row", "layer"])
+    return pd.Series([", ".join(v) for v in texts.values()], index=index, dtype=object)
+
+
+def routing_steps_table(
+    scores_E: np.ndarray,
+    bias_E: np.ndarray,
+    top_k: int,
+    renormalize: bool = True,
+    route_scale: float = 1.0,
+    recorded: Mapping[int, float] | None = None,
+) -> pd.DataFrame:
+    """One router decision step by step, recomputed from the scores and the bias (DeepSeek-V3).
+
+    biased = score + bias (used only to choose); chosen = top-k of biased; the unbiased top-k is what
+    would be chosen without the bias; gate weight = score of chosen experts, divided by their sum when
+    `renormalize`, times `route_scale`. `recorded` = {expert: gate weight} as the model actually chose
+    (from the trace) overrides the replay, so group-limited routing or other families' rules show truly.
+    """
+    scores_E = np.asarray(scores_E, dtype=np.float64)
+    bias_E = np.asarray(bias_E, dtype=np.float64)
+    biased_E = scores_E + bias_E
+    chosen = np.argsort(-biased_E, kind="stable")[:top_k]
+    unbiased = np.argsort(-scores_E, kind="stable")[:top_k]
+    gate = np.zeros_like(scores_E)
+    gate[chosen] = scores_E[chosen]
+    if renormalize and gate.sum() > 0:
+        gate = gate / gate.sum()
+    gate *= route_scale
+    if recorded is not None:
+        chosen = np.asarray(list(recorded), dtype=np.int64)
+        gate = np.zeros_like(scores_E)
+        gate[chosen] = list(recorded.values())
+    rank = np.full(len(scores_E), -1)
+    rank[chosen] = np.arange(len(chosen))
+    return pd.DataFrame(
+        {
+            "expert": np.arange(len(scores_E)),
+            "score": scores_E,
+            "bias": bias_E,
+            "biased_score": biased_E,
+            "chosen": np.isin(np.arange(len(scores_E)), chosen),
+            "rank": rank,
+            "chosen_without_bias": np.isin(np.arange(len(scores_E)), unbiased),
+            "gate_weight": gate,
+        }
+    )
+
+
+def bias_changed_choice(steps: pd.DataFrame) -> bool:
+    """True when the bias changed the chosen set (an expert chosen only because of the bias)."""
+    return bool((steps["chosen"] != steps["chosen_without_bias"]).any())
+
+
+# ---------------------------------------------------------------- expert tables
+
+
+def load_matrix(routing: pd.DataFrame, n_layers: int, n_experts: int) -> np.ndarray:
+    """(L, E) load: load[l, i] = routings (any rank) of tokens to expert i at layer l."""
+    flat = routing["layer"].to_numpy().astype(np.int64) * n_experts + routing["expert"].to_numpy().astype(np.int64)
+    return np.bincount(flat, minlength=n_layers * n_experts).reshape(n_layers, n_experts)
+
+
+def matrix_frame(m: np.ndarray, row_name: str, col_name: str, value_name: str, rows=None) -> pd.DataFrame:
+    """A matrix as a long table (row, column, value) for CSV download."""
+    m = np.asarray(m)
+    rows = list(range(m.shape[0])) if rows is None else list(rows)
+    r, c = np.meshgrid(np.arange(m.shape[0]), np.arange(m.shape[1]), indexing="ij")
+    row_values = np.asarray(rows, dtype=object)[r.ravel()]
+    return pd.DataFrame({row_name: row_values, col_name: c.ravel(), value_name: m.ravel()})
+
+
+def series_frame(series: Mapping[str, tuple[np.ndarray, np.ndarray]], value_name: str) -> pd.DataFrame:
+    """{run: (steps, values)} as a long table (run, step, value) for CSV download."""
+    parts = [pd.DataFrame({"run": name, "step": s, value_name: v}) for name, (s, v) in series.items()]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "step", value_name])
+
+
+def flow_frame(flow_LEE: np.ndarray) -> pd.DataFrame:
+    """(L-1, E, E) transition counts -> long table layer (source layer), src, dst, count (count > 0 only)."""
+    flow = np.asarray(flow_LEE)
+    l, i, j = np.nonzero(flow)
+    return pd.DataFrame({"layer": l, "src": i, "dst": j, "count": flow[l, i, j]})
+
+
+def top_tokens_table(tokens: pd.DataFrame, routing: pd.DataFrame, layer: int, n: int = 8) -> pd.DataFrame:
+    """Per expert at one layer: its most frequent top-1 tokens, 'tok (count)', and its top-1 token count."""
+    top1 = routing[(routing["layer"] == layer) & (routing["rank"] == 0)]
+    texts = tokens["token_text"].reindex(top1["token_row"].to_numpy()).map(short_token).to_numpy()
+    df = pd.DataFrame({"expert": top1["expert"].to_numpy(), "token": texts})
+    rows = []
+    for expert, group in df.groupby("expert", sort=True):
+        counts = group["token"].value_counts().head(n)
+        listed = ", ".join(f"{tok} ({c})" for tok, c in counts.items())
+        rows.append({"expert": int(expert), "tokens": int(len(group)), "top tokens": listed})
+    return pd.DataFrame(rows, columns=["expert", "tokens", "top tokens"])
+
+
+def domain_share_ratio(trace: RoutingTrace, layer: int) -> pd.DataFrame:
+    """(labels x E) `specialization.domain_specialization` ratio at `layer`: the share of a label's tokens
+    routed to expert i divided by the uniform K/E, ratio[d, i] = E * count(d, i) / (K * tokens of d)."""
+    table = specialization.domain_specialization(trace.routing, trace.tokens, trace.n_experts)
+    table = table[table["layer"] == layer]
+    return table.pivot(index="label", columns="expert", values="ratio")
+
+
+# ---------------------------------------------------------------- training history
+
+
+def history_array(history: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (N,), values (N, ...)) from a history column of nested lists (load, bias, maxvio_batch)."""
+    rows = history.dropna(subset=[column]) if column in history else history.iloc[:0]
+    if not len(rows):
+        return np.zeros(0, dtype=np.int64), np.zeros((0,))
+    return rows["step"].to_numpy(), np.asarray(rows[column].tolist(), dtype=np.float64)
+
+
+def ema(values: np.ndarray, alpha: float) -> np.ndarray:
+    """Exponential moving average y_t = alpha*y_{t-1} + (1-alpha)*x_t (alpha=0: no smoothing)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(values)
+    acc = None
+    for i, v in enumerate(values):
+        acc = v if acc is None else alpha * acc + (1 - alpha) * v
+        out[i] = acc
+    return out
+
+
+def aux_series(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{aux loss name: (steps, values)} from the history's `aux` dicts (empty when no aux loss is on)."""
+    if "aux" not in history:
+        return {}
+    rows = [(s, a) for s, a in zip(history["step"], history["aux"]) if isinstance(a, dict)]
+    names = sorted({k for _, a in rows for k in a})
+    return {
+        n: (np.array([s for s, a in rows if n in a]), np.array([float(a[n]) for _, a in rows if n in a])) for n in names
+    }
+
+
+def history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """The history with nested lists/dicts flattened to columns (load_l0_e3, bias_l1_e0, aux_switch, …) for CSV."""
+    columns: dict[str, object] = {}
+    for col in history:
+        values = history[col].tolist()
+        first = next((v for v in values if isinstance(v, (list, dict))), None)
+        if first is None:
+            columns[col] = values
+        elif isinstance(first, dict):
+            for key in sorted({k for v in values if isinstance(v, dict) for k in v}):
+                columns[f"{col}_{key}"] = [v.get(key) if isinstance(v, dict) else None for v in values]
+        else:
+            arr = np.asarray([v if isinstance(v, list) else np.full(np.shape(first), np.nan) for v in values])
+            for idx in np.ndindex(arr.shape[1:]):
+                name = "_".join(f"{p}{i}" for p, i in zip(("l", "e"), idx))
+                columns[f"{col}_{name}"] = arr[(slice(None), *idx)]
+    return pd.DataFrame(columns, index=history.index)
+
+
+def maxvio_series(history: pd.DataFrame, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MaxVio_batch over steps at one layer, or averaged over layers when `layer` is None."""
+    steps, v = history_array(history, "maxvio_batch")  # (N, L)
+    if v.ndim != 2 or not len(steps):
+        return steps, np.zeros(len(steps))
+    return steps, v.mean(axis=1) if layer is None else v[:, min(layer, v.shape[1] - 1)]
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def selected_rows(points: Sequence[Mapping]) -> list[int]:
+    """token_row values from a plotly selection event's points (customdata may be a scalar or a list)."""
+    rows = []
+    for p in points:
+        cd = p.get("customdata")
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is not None:
+            rows.append(int(cd))
+    return sorted(set(rows))
+
+
+def token_context(tokens: pd.DataFrame, texts: Mapping, rows: Sequence[int], width: int = 30) -> pd.DataFrame:
+    """For token rows: the token and `width` characters of its document on each side, as plain text."""
+    out = []
+    for row in rows:
+        t = tokens.loc[row]
+        doc = texts.get(t["doc_id"], "")
+        s, e = int(t["char_start"]), int(t["char_end"])
+        out.append(
+            {
+                "token_row": int(row),
+                "token": short_token(t["token_text"]),
+                "label": t.get("label", ""),
+                "context": (doc[max(0, s - width) : s] + "[" + doc[s:e] + "]" + doc[e : e + width]).replace("\n", " "),
+            }
+        )
+    return pd.DataFrame(out, columns=["token_row", "token", "label", "context"])
+
+
+# ---------------------------------------------------------------- Learn lessons
+
+
+def gate_steps_table(steps: GateSteps, bias_E: np.ndarray) -> pd.DataFrame:
+    """One row per expert: logit, score, bias, score + bias, rank when chosen, gate weight."""
+    E = len(steps.logits)
+    rank = {int(e): r for r, e in enumerate(steps.chosen)}
+    gate = {int(e): float(g) for e, g in zip(steps.chosen, steps.gates)}
+    return pd.DataFrame(
+        {
+            "expert": [f"E{e}" for e in range(E)],
+            "logit = w·x": steps.logits,
+            "score": steps.scores,
+            "bias": np.asarray(bias_E, dtype=float),
+            "score + bias": steps.biased,
+            "chosen (rank)": [rank[e] + 1 if e in rank else None for e in range(E)],
+            "gate weight": [gate.get(e, 0.0) for e in range(E)],
+        }
+    )
+
+
+def tradeoff_rows(results: Mapping[tuple[str, float], BalanceResult]) -> pd.DataFrame:
+    """One row per run {(method, alpha or u): result}: method, label, maxvio, top1_changed, weight_change."""
+    return pd.DataFrame(
+        [
+            {
+                "method": method,
+                "label": f"α={value:g}" if method == "switch" else f"u={value:g}",
+                "maxvio": r.maxvio,
+                "top1_changed": r.top1_changed,
+                "weight_change": r.weight_change,
+            }
+            for (method, value), r in results.items()
+        ]
+    )

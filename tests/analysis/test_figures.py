@@ -1,0 +1,133 @@
+"""The pure figure builders (analysis.figures) on tiny hand-made traces: values drawn, colours, escaping."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import figures, tables
+
+XSS = "<script>alert(1)</script>"
+
+
+def test_expert_colors_are_stable_and_distinct():
+    for n in (1, 4, 10, 16, 24, 40):
+        colors = figures.colors.expert_colors(n)
+        assert len(colors) == n and len(set(colors)) == n
+        assert all(c.startswith("#") and len(c) == 7 for c in colors)
+    assert figures.colors.expert_colors(4) == figures.colors.expert_colors(8)[:4]
+    assert figures.colors.text_color("#ffffff") == "#000000" and figures.colors.text_color("#000000") == "#ffffff"
+
+
+def test_mix_rgba_and_discrete_colorscale():
+    assert figures.colors.mix("#000000", "#ffffff") == "#7f7f7f"
+    assert figures.colors.rgba("#ff0080", 0.5) == "rgba(255,0,128,0.5)"
+    scale = figures.colors.discrete_colorscale(["#111111", "#222222"])
+    assert scale == [[0.0, "#111111"], [0.5, "#111111"], [0.5, "#222222"], [1.0, "#222222"]]
+    assert figures.colors.esc('"<a>') == "&quot;&lt;a&gt;"
+
+
+def test_colored_text_escapes_and_tiles(tiny_routing):
+    text, tokens, routing = tiny_routing
+    top1 = tables.top1_table(routing, 0)
+    html = figures.routing.colored_text_html(text + "\n\nx $y$", tokens, top1, 3, tooltips={2: XSS})
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<span") == 3
+    assert 'data-expert="2"' in html and 'data-expert="1"' in html
+    assert "\n" not in html and "<br><br>" in html and "$" not in html
+    assert figures.colors.expert_colors(3)[2] in html
+
+
+def test_legend_html_counts():
+    html = figures.routing.legend_html(3, counts=[5, 0, 2])
+    assert "E0 (5)" in html and "E2 (2)" in html and html.count("<span") == 3
+
+
+def test_token_layer_grid(tiny_routing):
+    _, tokens, routing = tiny_routing
+    fig = figures.routing.token_layer_grid(tokens, routing, n_layers=2, n_experts=3)
+    hm = fig.data[0]
+    assert np.array_equal(np.asarray(hm.z), [[2, 0, 1], [1, 1, 0]])
+    assert hm.zmin == -0.5 and hm.zmax == 2.5
+    clicks = fig.data[1]  # invisible points that carry the hover and make cells clickable
+    assert clicks.type == "scatter" and list(clicks.x) == [0, 1, 2, 0, 1, 2] and list(clicks.y) == [0, 0, 0, 1, 1, 1]
+    hover = np.asarray(clicks.hovertext).reshape(2, 3)
+    assert "E2 0.70, E0 0.30" in hover[0, 0]
+    assert "&lt;script&gt;" in hover[0, 2] and "<script>" not in hover[0, 2]
+
+
+def test_routing_steps_figure():
+    scores = np.array([0.9, 0.8, 0.1, 0.5])
+    steps = tables.routing_steps_table(scores, np.array([0.0, -0.5, 0.0, 0.1]), top_k=2)
+    fig = figures.routing.routing_steps_figure(steps, shared_share=0.25)
+    assert len(fig.data) == 4
+    assert list(fig.data[0].y) == pytest.approx(list(scores))
+    assert "25%" in fig.layout.annotations[3].text
+    assert [a.text for a in fig.layout.annotations[4:]] == ["bias"]  # E3 is chosen only thanks to its bias
+
+
+def test_load_heatmap_shares():
+    fig = figures.heatmaps.load_heatmap(np.array([[2, 2, 0, 0], [1, 1, 1, 1]]))
+    assert np.allclose(fig.data[0].z, [[0.5, 0.5, 0, 0], [0.25] * 4])
+    assert list(fig.data[0].x) == ["E0", "E1", "E2", "E3"]
+    assert "25.0%" in fig.layout.title.text
+
+
+def test_specialization_heatmap_escapes_labels():
+    ratio = pd.DataFrame([[2.0, 0.5], [1.0, 1.0]], index=[XSS, "prose"], columns=[0, 1])
+    fig = figures.heatmaps.specialization_heatmap(ratio)
+    assert np.allclose(fig.data[0].z, [[1, -1], [0, 0]])
+    assert fig.data[0].y[0] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert fig.data[0].zmid == 0
+
+
+def test_coactivation_and_sankey():
+    cond = np.array([[0, 1.0], [0.5, 0]])
+    fig = figures.heatmaps.coactivation_heatmap(cond, lift_EE=np.array([[0, 2.0], [2.0, 0]]))
+    assert np.allclose(fig.data[0].z, cond) and np.allclose(fig.data[0].customdata, [[0, 2], [2, 0]])
+    flow = pd.DataFrame({"layer": [0, 0, 1], "src": [0, 1, 1], "dst": [1, 1, 0], "count": [3, 1, 10]})
+    s = figures.heatmaps.flow_sankey(flow, n_layers=3, n_experts=2)
+    link = s.data[0].link
+    assert list(link.source) == [0, 1, 3] and list(link.target) == [3, 3, 4]
+    assert list(link.value) == [3, 1, 10]
+    assert len(s.data[0].node.label) == 6
+    kept = figures.heatmaps.flow_sankey(flow, n_layers=3, n_experts=2, min_share=0.5)
+    assert list(kept.data[0].link.value) == [3, 10]
+
+
+def test_training_curves(tiny_history):
+    fig = figures.training.load_share_curves(tiny_history, layer=0)
+    assert [t.name for t in fig.data] == ["E0", "E1"]
+    assert list(fig.data[0].y) == [0.75, 0.5]
+    assert list(figures.training.bias_curves(tiny_history, 0).data[1].y) == [0.0, 0.001]
+    steps, v = tables.maxvio_series(tiny_history)
+    fig = figures.training.run_curves({XSS: (steps, v), "b": (steps, v * 2)}, "MaxVio", "maxvio", smooth=0.5)
+    assert fig.data[0].name.startswith("&lt;script")
+    assert list(fig.data[1].y) == [1.0, 0.5]  # EMA 0.5: 1, 0.5*1 + 0.5*0
+    empty = figures.training.load_share_curves(tiny_history.drop(columns=["load"]), layer=0)
+    assert len(empty.data) == 0
+
+
+def test_balance_curves_one_line_per_layer():
+    history = pd.DataFrame({"step": [1, 2], "maxvio_batch": [[0.5, 0.7], [0.25, 0.7]]})
+    fig = figures.training.balance_curves(history)
+    assert [t.name for t in fig.data] == ["layer 0", "layer 1"]
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].y) == [0.5, 0.25]
+    assert fig.layout.yaxis.title.text == "MaxVio_batch"
+    assert len(figures.training.balance_curves(history.drop(columns=["maxvio_batch"])).data) == 0
+
+
+def test_projection_scatter():
+    coords = np.array([[0, 0], [1, 1], [2, 2]])
+    fig = figures.geometry.projection_scatter(
+        coords, [1, 0, 1], token_rows=[10, 11, 12], hover=["a", "b", XSS], n_experts=3
+    )
+    assert [t.name for t in fig.data] == ["E0", "E1"]
+    assert all(t.type == "scattergl" for t in fig.data)
+    assert list(fig.data[1].customdata) == [10, 12]
+    assert fig.data[1].marker.color == figures.colors.expert_colors(3)[1]
+    assert "&lt;script&gt;" in fig.data[1].text[1]
+    cat = figures.geometry.projection_scatter(
+        coords, ["x", "y", "x"], [0, 1, 2], ["", "", ""], kind="category", max_categories=1
+    )
+    assert [t.name for t in cat.data] == ["x", "other"]
