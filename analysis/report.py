@@ -4,9 +4,10 @@ Sections: the run and the text, a per-layer metrics table, the layer x expert lo
 training (MaxVio_batch per layer from the run's history rows), domain specialization (per layer: each
 label's share of routings to each expert divided by the uniform share K/E; mutual information I(expert;
 domain) and I(expert; token id) against shuffled baselines; the domain probe), and a PCA projection of the
-last MoE layer's router inputs coloured by top-1 expert. Every user string (texts, labels, tokens, run
-names) is HTML-escaped before it reaches the page or a plotly hover label; plotly itself escapes `<`, `>`
-and `/` inside its JSON, so no text can close a <script>.
+last MoE layer's router inputs coloured by top-1 expert. The figures and tables are the app's
+(`analysis.figures`, `analysis.tables`): this module only assembles the page. Every user string (texts,
+labels, tokens, run names) is HTML-escaped before it reaches the page or a plotly hover label; plotly itself
+escapes `<`, `>` and `/` inside its JSON, so no text can close a <script>.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis import metrics, specialization
+from analysis import figures, metrics, specialization, tables
 from analysis.trace import RoutingTrace
 
 MAX_DOCS_LISTED = 50  # documents listed in the report (with their first characters)
@@ -44,9 +44,9 @@ def build_report(trace: RoutingTrace, history: list[dict] | None = None, run_inf
         _metrics_table(trace),
         "<h2>Expert load</h2>",
         "<p>Share of each layer's routings that went to each expert (uniform = 1/E).</p>",
-        _fig_html(load_heatmap(load_LE)),
+        _fig_html(figures.heatmaps.load_heatmap(load_LE)),
         "<h2>Balance over training</h2>",
-        _fig_html(balance_figure(history)) if _has_maxvio(history) else "<p>No training history with MaxVio.</p>",
+        _balance_html(history),
         "<h2>Domain specialization</h2>",
         _specialization_html(trace),
         "<h2>Router input space (PCA)</h2>",
@@ -65,87 +65,7 @@ def build_report(trace: RoutingTrace, history: list[dict] | None = None, run_inf
     )
 
 
-# --- figures (pure: arrays in, go.Figure out) ---------------------------------------------------------------
-
-
-def load_heatmap(load_LE: np.ndarray) -> go.Figure:
-    """Heatmap of load share per (layer, expert)."""
-    share = metrics.load_share(load_LE)
-    L, E = share.shape
-    fig = go.Figure(
-        go.Heatmap(
-            z=share,
-            x=[f"E{e}" for e in range(E)],
-            y=[f"layer {l}" for l in range(L)],
-            colorscale="Viridis",
-            colorbar=dict(title="share"),
-            hovertemplate="%{y}, %{x}: %{z:.3f}<extra></extra>",
-        )
-    )
-    fig.update_layout(height=120 + 40 * L, margin=dict(l=60, r=20, t=20, b=40))
-    return fig
-
-
-def balance_figure(history: list[dict]) -> go.Figure:
-    """MaxVio_batch per layer against the training step (one line per MoE layer)."""
-    rows = [r for r in history if isinstance(r.get("maxvio_batch"), list) and "step" in r]
-    steps = [r["step"] for r in rows]
-    L = max(len(r["maxvio_batch"]) for r in rows)
-    fig = go.Figure()
-    for l in range(L):
-        values = [r["maxvio_batch"][l] if l < len(r["maxvio_batch"]) else None for r in rows]
-        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=f"layer {l}"))
-    fig.update_layout(xaxis_title="step", yaxis_title="MaxVio_batch", height=350, margin=dict(t=20))
-    return fig
-
-
-def specialization_figure(share_ratio: pd.DataFrame) -> go.Figure:
-    """Heatmap of (label's share of tokens routed to expert) / (K/E); index = label, columns = experts."""
-    fig = go.Figure(
-        go.Heatmap(
-            z=share_ratio.to_numpy(),
-            x=[f"E{e}" for e in share_ratio.columns],
-            y=[html.escape(str(label)) for label in share_ratio.index],
-            colorscale="RdBu_r",
-            zmid=1.0,
-            colorbar=dict(title="x uniform"),
-            hovertemplate="%{y}, %{x}: %{z:.2f} x uniform<extra></extra>",
-        )
-    )
-    fig.update_layout(height=120 + 35 * len(share_ratio), margin=dict(l=80, r=20, t=20, b=40))
-    return fig
-
-
-def projection_figure(coords: pd.DataFrame) -> go.Figure:
-    """Scattergl of PCA coordinates, one trace per top-1 expert; hover shows the escaped token text."""
-    fig = go.Figure()
-    for e in sorted(coords["expert"].unique()):
-        part = coords[coords["expert"] == e]
-        hover = [html.escape(f"{t!r} ({d}, {lab})") for t, d, lab in zip(part.token_text, part.doc_id, part.label)]
-        fig.add_trace(
-            go.Scattergl(
-                x=part["x"],
-                y=part["y"],
-                mode="markers",
-                name=f"E{e}",
-                hovertext=hover,
-                hoverinfo="text",
-                marker=dict(size=5, opacity=0.7),
-            )
-        )
-    fig.update_layout(height=500, xaxis_title="PC 1", yaxis_title="PC 2", margin=dict(t=20))
-    return fig
-
-
 # --- sections ------------------------------------------------------------------------------------------------
-
-
-def domain_share_ratio(trace: RoutingTrace, layer: int) -> pd.DataFrame:
-    """(labels x E) `specialization.domain_specialization` ratio at `layer`: the share of a label's tokens
-    routed to expert i divided by the uniform K/E, ratio[d, i] = E * count(d, i) / (K * tokens of d)."""
-    table = specialization.domain_specialization(trace.routing, trace.tokens, trace.n_experts)
-    table = table[table["layer"] == layer]
-    return table.pivot(index="label", columns="expert", values="ratio")
 
 
 def _specialization_html(trace: RoutingTrace) -> str:
@@ -158,7 +78,7 @@ def _specialization_html(trace: RoutingTrace) -> str:
     ]
     for layer in range(trace.n_layers):
         parts.append(f"<h3>Layer {layer}</h3>")
-        parts.append(_fig_html(specialization_figure(domain_share_ratio(trace, layer))))
+        parts.append(_fig_html(figures.heatmaps.specialization_heatmap(tables.domain_share_ratio(trace, layer))))
     mi = specialization.mi_summary(trace.routing, trace.tokens, trace.n_experts, n_shuffles=5)
     parts.append(
         "<p>Mutual information between the experts a token goes to and its domain or its token id (bits, "
@@ -189,8 +109,22 @@ def _projection_html(trace: RoutingTrace) -> str:
     sil = "n/a" if p.silhouette is None else f"{p.silhouette:.3f}"
     return (
         f"<p>Layer {layer}, {len(p.coords):,} tokens. Silhouette of the top-1 expert partition in the router "
-        f"input space: {sil}.</p>" + _fig_html(projection_figure(p.coords))
+        f"input space: {sil}.</p>" + _fig_html(_projection_figure(p.coords, trace.n_experts))
     )
+
+
+def _projection_figure(coords: pd.DataFrame, n_experts: int) -> go.Figure:
+    hover = [f"{t!r} ({d}, {lab})" for t, d, lab in zip(coords["token_text"], coords["doc_id"], coords["label"])]
+    return figures.geometry.projection_scatter(
+        coords[["x", "y"]], coords["expert"], coords["token_row"], hover, "expert", n_experts=n_experts
+    )
+
+
+def _balance_html(history: list[dict] | None) -> str:
+    rows = [r for r in history or [] if isinstance(r.get("maxvio_batch"), list) and "step" in r]
+    if not rows:
+        return "<p>No training history with MaxVio.</p>"
+    return _fig_html(figures.training.balance_curves(pd.DataFrame(rows)))
 
 
 def _metrics_table(trace: RoutingTrace) -> str:
@@ -218,10 +152,6 @@ def _docs_html(trace: RoutingTrace) -> str:
 
 def _fig_html(fig: go.Figure) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False)
-
-
-def _has_maxvio(history: list[dict] | None) -> bool:
-    return bool(history) and any(isinstance(r.get("maxvio_batch"), list) and "step" in r for r in history)
 
 
 def _blocks_list(trace: RoutingTrace) -> list:

@@ -8,7 +8,8 @@ import torch
 
 import moe_core
 from analysis.recorder import record
-from analysis.report import build_report, domain_share_ratio
+from analysis.report import build_report
+from analysis.tables import domain_share_ratio
 from analysis.trace import load
 from app.cli import main
 from moe_core.files import append_jsonl, write_json_atomic
