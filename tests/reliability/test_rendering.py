@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import figures, tables
 from analysis.recorder import record
 from analysis.report import build_report
 
@@ -58,34 +59,30 @@ def hostile_trace(tiny_model, tiny_tok):
 
 
 def test_figure_builders_escape_hover_legend_and_axes(hostile_trace):
-    from app import figures as F
-
     t = hostile_trace
     tokens, routing, L, E = t.tokens, t.routing, t.n_layers, t.n_experts
-    assert_figure_safe(F.token_layer_grid(tokens, routing, L, E))
+    assert_figure_safe(figures.routing.token_layer_grid(tokens, routing, L, E))
     n = len(tokens)
     xy = np.random.default_rng(0).normal(size=(n, 2))
-    hover = [f"{F.short_token(s)} · {d}" for s, d in zip(tokens["token_text"], tokens["doc_id"])]
+    hover = [f"{tables.short_token(s)} · {d}" for s, d in zip(tokens["token_text"], tokens["doc_id"])]
     for kind, color in (("expert", t.experts_array()[:, 0, 0]), ("category", tokens["label"]),
                         ("category", tokens["token_text"])):  # fmt: skip
-        assert_figure_safe(F.projection_scatter(xy, color, tokens.index, hover, kind, n_experts=E))
+        assert_figure_safe(figures.geometry.projection_scatter(xy, color, tokens.index, hover, kind, n_experts=E))
     ratio = pd.DataFrame(np.ones((2, E)), index=PAYLOADS[:2], columns=range(E))
-    assert_figure_safe(F.specialization_heatmap(ratio, ratio / E))
-    assert_figure_safe(F.run_curves({p: (np.arange(3), np.ones(3)) for p in PAYLOADS}, "Loss", "loss"))
+    assert_figure_safe(figures.heatmaps.specialization_heatmap(ratio, ratio / E))
+    assert_figure_safe(figures.training.run_curves({p: (np.arange(3), np.ones(3)) for p in PAYLOADS}, "Loss", "loss"))
     # and the escaped text is what a reader sees
-    grid = F.token_layer_grid(tokens, routing, L, E)
+    grid = figures.routing.token_layer_grid(tokens, routing, L, E)
     assert any("&lt;" in h for h in grid.data[1].hovertext)  # tokens are pieces: "<" shown as &lt;
 
 
 def test_token_colouring_escapes_text_and_tooltips(hostile_trace):
-    from app import figures as F
-
     t = hostile_trace
     for doc_id, text in t.texts.items():
         toks = t.tokens[t.tokens["doc_id"] == doc_id]
         routing = t.routing[t.routing["token_row"].isin(toks.index)]
-        top1 = F.top1_table(routing, 0)
-        html = F.colored_text_html(text, toks, top1, t.n_experts, tooltips={int(toks.index[0]): doc_id})
+        top1 = tables.top1_table(routing, 0)
+        html = figures.routing.colored_text_html(text, toks, top1, t.n_experts, tooltips={int(toks.index[0]): doc_id})
         assert not RAW.search(html), html[:300]
         assert html.count('title="') == len(toks[toks["char_end"] > toks["char_start"]])  # no attribute broken out
 
