@@ -1,7 +1,9 @@
-"""Model sources: RunSource on a tiny run, HFSource on a tiny Hugging Face folder, discovery."""
+"""Model sources: RunSource on a tiny run, HFSource on a tiny Hugging Face folder, discovery, and the rule that
+the app never asks which kind of source it has."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from analysis.sources import HFSource, ModelSource, RunSource, discover_sources,
 from moe_core.paths import default_run_path
 from tests.app.conftest import EVAL_DOCS, STEPS, make_tiny_run
 
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [("a", "prose", "The keeper climbed the stairs."), ("b", "code", "def f(x):\n    return x\n")]
 
 
@@ -131,3 +134,17 @@ def test_open_source_picks_the_kind(tiny_run, tmp_path):
     assert isinstance(open_source(tmp_path, hf_device="cpu"), HFSource)
     with pytest.raises(ValueError, match="not a run directory or a Hugging Face folder"):
         open_source(tmp_path / "nothing")
+
+
+KIND_BRANCH = re.compile(r"\bis_hf\b|\.kind\s*[=!]=|isinstance\([^)]*\b(RunSource|HFSource)\b")
+
+
+def test_the_app_never_branches_on_the_kind_of_source():
+    """Pages ask a source what it can give (its capabilities), never which kind it is."""
+    bad = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if KIND_BRANCH.search(line):
+                bad.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not bad, "branches on the kind of source:\n" + "\n".join(bad)
+    assert KIND_BRANCH.search("if source.kind == 'hf':") and KIND_BRANCH.search("isinstance(s, HFSource)")
