@@ -1,4 +1,4 @@
-"""Streamlit entry: page config, the shared run/checkpoint selector, and navigation.
+"""Streamlit entry: page config, the shared source/step selector, and navigation.
 
 Run with `moe-explorer app` (or `streamlit run app/main.py`). Pages are thin files in app/views/;
 the Learn group comes from app.views.learn.LESSONS when present.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import state
+from app import session
 
 HERE = Path(__file__).parent
 PAGES = [  # (file, title, icon, url_path)
@@ -41,5 +41,5 @@ except ImportError:  # the Learn pages are optional
 
 page = st.navigation(groups)
 st.sidebar.title("MoE explorer")
-state.sidebar_selector()
+session.sidebar_selector()
 page.run()

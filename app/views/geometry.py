@@ -2,30 +2,30 @@
 
 import streamlit as st
 
+from app import cache, downloads, session
 from app import figures as F
-from app import state
 
-path, step = state.require_run()
+source, step = session.require_source()
 st.title("Router geometry")
 st.caption(
     "Each point is one token's router input (the hidden state the router sees) at the chosen layer, projected "
     "to 2-D. The router splits this space into expert regions. Choose box or lasso select in the chart's "
     "toolbar and drag to list the selected tokens."
 )
-trace = state.eval_trace(path, step)
+trace = cache.eval_trace(source, step)
 if trace is None or trace.hidden is None:
     st.info("This run has no eval documents with router inputs to project.")
     st.stop()
 
 c1, c2, c3 = st.columns(3)
-state.layer_param(trace.n_layers, "geo_layer")
+session.layer_param(trace.n_layers, "geo_layer")
 layer = c1.selectbox("MoE layer", range(trace.n_layers), key="geo_layer")
 method = c2.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="geo_method",
                   help="PCA is instant; UMAP is computed once per layer and checkpoint, then cached")  # fmt: skip
 color_by = c3.radio("Colour by", ["expert", "domain", "token"], horizontal=True, key="geo_color")
 if method == "PCA":
-    state.warm_umap()  # so that switching to UMAP later is quick
-proj = state.projection(path, step, layer, method.lower())
+    cache.warm_umap()  # so that switching to UMAP later is quick
+proj = cache.projection(source, step, layer, method.lower())
 if proj is None:
     st.stop()
 
@@ -43,13 +43,13 @@ m2.metric("Silhouette (router-input space)", "–" if proj.silhouette is None el
 m3.metric("Silhouette (2-D plane)", "–" if proj.silhouette_2d is None else f"{proj.silhouette_2d:.3f}")
 event = st.plotly_chart(fig, key=f"geo_scatter_{layer}_{method}_{color_by}", on_select="rerun",
                         selection_mode=("box", "lasso"))  # fmt: skip
-state.download_csv(coords, f"projection_layer{layer}_{method.lower()}.csv", "Download coordinates (CSV)")
+downloads.download_csv(coords, f"projection_layer{layer}_{method.lower()}.csv", "Download coordinates (CSV)")
 
 rows = F.selected_rows(event.selection.points) if event and event.selection else []
 if rows:
     st.subheader(f"{len(rows)} selected tokens")
     table = F.token_context(trace.tokens, trace.texts, rows)
     st.dataframe(table, hide_index=True, key="geo_selected")
-    state.download_csv(table, "selected_tokens.csv", "Download selection (CSV)")
+    downloads.download_csv(table, "selected_tokens.csv", "Download selection (CSV)")
 else:
     st.caption("No selection yet.")

@@ -3,40 +3,40 @@
 import streamlit as st
 
 from analysis import metrics
+from app import cache, downloads, session, uploads
 from app import figures as F
-from app import state
 
-path, step = state.require_run()
+source, step = session.require_source()
 st.title("Expert heatmaps")
-source = st.radio("Texts", ["Eval documents of this run", "My labelled files"], horizontal=True, key="hm_source",
+texts = st.radio("Texts", ["Eval documents of this run", "My labelled files"], horizontal=True, key="hm_source",
                   help="Files: each file is one domain (its name), or a .csv with columns label,text. "
-                  + state.LIMITS_TEXT)  # fmt: skip
-if source == "My labelled files":
-    files = st.file_uploader("Labelled files", type=state.UPLOAD_TYPES, accept_multiple_files=True, key="hm_files",
-                             max_upload_size=state.UPLOAD_MAX_MB, help=state.LIMITS_TEXT)  # fmt: skip
-    good, errors = state.read_uploads(files)
+                  + uploads.LIMITS_TEXT)  # fmt: skip
+if texts == "My labelled files":
+    files = st.file_uploader("Labelled files", type=uploads.UPLOAD_TYPES, accept_multiple_files=True, key="hm_files",
+                             max_upload_size=uploads.UPLOAD_MAX_MB, help=uploads.LIMITS_TEXT)  # fmt: skip
+    good, errors = uploads.read_uploads(files)
     for message in errors:
         st.error(message)
-    docs, _ = state.limit_docs(path, state.docs_from_uploads(good))
-    trace = state.route_trace(path, step, docs) if docs else None
+    docs, _ = uploads.limit_docs(source, uploads.docs_from_uploads(good))
+    trace = cache.route_trace(source, step, docs) if docs else None
 else:
-    trace = state.eval_trace(path, step)
+    trace = cache.eval_trace(source, step)
 if trace is None:
     st.info("No texts to analyse yet.")
     st.stop()
 
 L, E, K = trace.n_layers, trace.n_experts, trace.top_k
-state.layer_param(L, "hm_layer")
+session.layer_param(L, "hm_layer")
 layer = st.selectbox("MoE layer", range(L), key="hm_layer")
 experts = trace.experts_array()
 st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}")
 
 load = metrics.expert_load(experts, E)
 st.plotly_chart(F.load_heatmap(load), key="hm_load")
-state.download_csv(F.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
+downloads.download_csv(F.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
 
 st.subheader(f"Domain specialization, layer {layer}")
-spec = state.specialization(state.trace_key(path, step, trace), trace)
+spec = cache.specialization(cache.trace_key(source, step, trace), trace)
 if spec is not None:
     cells, baseline, mi = spec
     cells = cells[cells["layer"] == layer]
@@ -50,14 +50,14 @@ if spec is not None:
         f"{m['mi_domain_bits']:.3f} bits (shuffled {m['mi_domain_baseline']:.3f}); I(expert; token id) = "
         f"{m['mi_token_bits']:.3f} bits (shuffled {m['mi_token_baseline']:.3f})."
     )
-    state.download_csv(cells, f"specialization_layer{layer}.csv")
+    downloads.download_csv(cells, f"specialization_layer{layer}.csv")
 else:
     st.caption("These texts carry no domain labels.")
 
 st.subheader(f"Top tokens per expert, layer {layer}")
 top = F.top_tokens_table(trace.tokens, trace.routing, layer)
 st.dataframe(top, hide_index=True, key="hm_top")
-state.download_csv(top, f"top_tokens_layer{layer}.csv")
+downloads.download_csv(top, f"top_tokens_layer{layer}.csv")
 
 c1, c2 = st.columns(2)
 with c1:
@@ -65,12 +65,12 @@ with c1:
     st.plotly_chart(F.coactivation_heatmap(co.cond_LEE[layer], co.lift_LEE[layer]), key="hm_coact")
     table = F.matrix_frame(co.cond_LEE[layer], "expert_i", "expert_j", "p_j_given_i")
     table["lift"] = co.lift_LEE[layer].ravel()
-    state.download_csv(table, f"coactivation_layer{layer}.csv")
+    downloads.download_csv(table, f"coactivation_layer{layer}.csv")
 with c2:
     if L > 1:
         min_share = st.slider("Hide links below this share", 0.0, 0.2, 0.01, key="hm_min_share")
         flow = F.flow_frame(metrics.cross_layer_flow(experts, E))
         st.plotly_chart(F.flow_sankey(flow, L, E, min_share), key="hm_flow")
-        state.download_csv(flow, "cross_layer_flow.csv")
+        downloads.download_csv(flow, "cross_layer_flow.csv")
     else:
         st.caption("Cross-layer flow needs at least two MoE layers.")

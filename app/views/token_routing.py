@@ -2,46 +2,46 @@
 
 import streamlit as st
 
+from app import cache, downloads, session, uploads
 from app import figures as F
-from app import state
 
-path, step = state.require_run()
+source, step = session.require_source()
 st.title("Token routing")
-st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + state.LIMITS_TEXT)
+st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
 
-source = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
+input_kind = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
 docs = []
-if source == "Paste text":
-    text = st.text_area("Text", key=state.KEY_TEXT, height=140, placeholder="Paste any text or code here…",
-                        max_chars=state.MAX_TEXT_CHARS)  # fmt: skip
+if input_kind == "Paste text":
+    text = st.text_area("Text", key=session.KEY_TEXT, height=140, placeholder="Paste any text or code here…",
+                        max_chars=uploads.MAX_TEXT_CHARS)  # fmt: skip
     docs = [("input", "input", text)] if text.strip() else []
-elif source == "Sample":
-    samples = state.samples(path)
+elif input_kind == "Sample":
+    samples = uploads.samples(source)
     name = st.selectbox("Sample", list(samples), key="tr_sample", help="built-in texts and the run's eval documents")
     docs = [("sample", name, samples[name])]
 else:
-    files = st.file_uploader("Files", type=state.UPLOAD_TYPES, accept_multiple_files=True, help=state.LIMITS_TEXT,
-                             max_upload_size=state.UPLOAD_MAX_MB)  # fmt: skip
-    good, errors = state.read_uploads(files)
+    files = st.file_uploader("Files", type=uploads.UPLOAD_TYPES, accept_multiple_files=True, help=uploads.LIMITS_TEXT,
+                             max_upload_size=uploads.UPLOAD_MAX_MB)  # fmt: skip
+    good, errors = uploads.read_uploads(files)
     for message in errors:
         st.error(message)
-    docs = state.docs_from_uploads(good)
+    docs = uploads.docs_from_uploads(good)
 if not docs:
     st.info("Enter some text to see its routing.")
     st.stop()
 
-docs, cut = state.limit_docs(path, docs)
+docs, cut = uploads.limit_docs(source, docs)
 if cut:
-    st.warning(f"Only the first {state.MAX_TOKENS:,} tokens are routed.")
+    st.warning(f"Only the first {uploads.MAX_TOKENS:,} tokens are routed.")
 try:
-    trace = state.route_trace(path, step, docs)
+    trace = cache.route_trace(source, step, docs)
 except ValueError as exc:
     st.error(f"Could not route this text: {exc}")
     st.stop()
 
 L, E = trace.n_layers, trace.n_experts
-state.layer_param(L, state.KEY_LAYER)
-layer = st.slider("MoE layer", 0, L - 1, key=state.KEY_LAYER) if L > 1 else 0
+session.layer_param(L, session.KEY_LAYER)
+layer = st.slider("MoE layer", 0, L - 1, key=session.KEY_LAYER) if L > 1 else 0
 doc_ids = list(trace.texts)
 doc = st.selectbox("Document", doc_ids, key="tr_doc") if len(doc_ids) > 1 else doc_ids[0]
 tokens = trace.tokens[trace.tokens["doc_id"] == doc]
@@ -56,7 +56,7 @@ st.caption(f"{len(tokens):,} tokens · layer {layer} · hover a token to see its
 st.subheader("Token × layer grid")
 grid = st.plotly_chart(F.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select="rerun",
                        selection_mode="points")  # fmt: skip
-state.follow_click(grid, "tr_token", len(tokens))  # clicking a cell selects that token below
+session.follow_click(grid, "tr_token", len(tokens))  # clicking a cell selects that token below
 
 st.subheader("One token, step by step")
 i = st.number_input("Token index (or click the grid)", 0, len(tokens) - 1, key="tr_token")
@@ -65,14 +65,14 @@ st.text(f"Token {i}: {F.short_token(tokens.loc[row, 'token_text'])!r} at layer {
 if trace.scores is not None:
     rec = routing[(routing["token_row"] == row) & (routing["layer"] == layer)]  # what the model chose, by rank
     recorded = dict(zip(rec["expert"].astype(int), rec["weight"].astype(float)))
-    bias = state.router_biases(path, step)[layer]
+    bias = source.router_biases(step)[layer]
     steps = F.routing_steps_table(trace.scores[row, layer], bias, trace.top_k, recorded=recorded)
     share = float(trace.token_layer.loc[row * L + layer, "shared_share"])
     flip = bool(rec["bias_flip"].any())
     if flip:  # recorded by the recorder (it replays group-limited routing without the bias)
         st.warning("The balancing bias changed this choice: an expert was picked only because of its bias.")
     st.plotly_chart(F.routing_steps_figure(steps, shared_share=share), key="tr_steps")
-    state.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")
+    downloads.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")
 
 st.subheader("Download the trace")
-state.trace_downloads(trace)
+downloads.trace_downloads(trace)

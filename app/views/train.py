@@ -5,15 +5,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import cache, session, settings, training_jobs
 from app import figures as F
-from app import state
 
 st.title("Train a model")
 st.caption(
     "Runs `moe-explorer train` in the background on the built-in small corpus. The run is written to "
-    f"`{state.runs_dir()}/NAME` and appears in the sidebar's run selector; stopping it keeps its last checkpoint."
+    f"`{settings.runs_dir()}/NAME` and appears in the sidebar's run selector; stopping it keeps its last checkpoint."
 )
-job = st.session_state.get(state.KEY_TRAIN_PROC)
+job = st.session_state.get(session.KEY_TRAIN_PROC)
 running = job is not None and job["proc"].poll() is None
 
 with st.form("train_form"):
@@ -29,20 +29,21 @@ with st.form("train_form"):
     top_k = c3.number_input("Top-k (0 = preset)", 0, 8, 0, key="train_topk")
     submitted = st.form_submit_button("Start training", type="primary", disabled=running)
 if submitted:
-    out = state.runs_dir() / name
+    out = settings.runs_dir() / name
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
         st.error("The run name may only hold letters, digits, - and _ (at most 64 characters).")
     elif out.exists():
-        st.error(f"A run named {name!r} already exists in {state.runs_dir()}; choose another name.")
+        st.error(f"A run named {name!r} already exists in {settings.runs_dir()}; choose another name.")
     elif top_k and experts and top_k > experts:
         st.error("Top-k cannot exceed the number of experts.")
     else:
         try:
-            out = state.run_dir_for(name)  # never outside the runs folder (a symlink named like the run)
+            out = training_jobs.run_dir_for(name)  # never outside the runs folder (a symlink named like the run)
         except ValueError as exc:
             st.error(f"Cannot use this run name: {exc}")
         else:
-            job = state.start_training(state.train_command(out, preset, int(steps), balance, experts, top_k), out)
+            cmd = training_jobs.train_command(out, preset, int(steps), balance, experts, top_k)
+            job = training_jobs.start_training(cmd, out)
             running = True
             st.toast(f"Training {name} started")
 
@@ -54,9 +55,9 @@ def live(job: dict) -> None:
     out = Path(job["out"])
     st.markdown(f"**{out.name}**: " + ("running…" if code is None else f"finished (exit code {code})"))
     if code is None and st.button("Stop training", key="train_stop"):
-        state.stop_training(job)
+        training_jobs.stop_training(job)
         st.info("Stopping: the trainer finishes its step and writes a checkpoint.")
-    hist = state.history(str(out)) if (out / "run.json").is_file() else None
+    hist = cache.get_source(str(out)).history() if (out / "run.json").is_file() else None
     if hist is not None and len(hist):
         steps = hist["step"].to_numpy()
         c1, c2 = st.columns(2)
@@ -64,7 +65,7 @@ def live(job: dict) -> None:
         c2.plotly_chart(F.run_curves({out.name: F.maxvio_series(hist)}, "MaxVio_batch (mean of layers)", "MaxVio"),
                         key="train_vio")  # fmt: skip
         st.progress(min(1.0, steps[-1] / max(1, int(job["cmd"][job["cmd"].index("--steps") + 1]))))
-    st.code(state.log_tail(job["log"]) or "(no output yet)", language=None)
+    st.code(training_jobs.log_tail(job["log"]) or "(no output yet)", language=None)
     if code is not None and running:
         st.rerun(scope="app")  # stop refreshing; the run selector picks the finished run up
 

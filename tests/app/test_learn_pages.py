@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import state
+from app import cache
 from app.learn_state import Spec, format_value, parse_value
 from app.views.learn import LESSONS
 
@@ -191,7 +191,7 @@ def test_lesson_5_capacity_from_url():
 
 
 def test_lesson_6_without_a_run_shows_links_and_a_message(monkeypatch):
-    monkeypatch.setattr(state, "discover_runs", lambda: {})
+    monkeypatch.setattr(cache, "discover_sources", lambda: {})
     at = page("lesson_6_real.py", layer="1")
     assert not at.exception
     assert "No trained run" in at.info[0].value
@@ -204,7 +204,7 @@ def test_lesson_6_with_a_run_shows_its_numbers(monkeypatch, tmp_path):
     (tmp_path / "history").mkdir()
     row = {"step": 40, "load": [[10, 10, 10, 10], [30, 10, 0, 0]], "bias": [[0, 0, 0, 0], [-0.01, 0, 0.01, 0.01]]}
     (tmp_path / "history" / "train.jsonl").write_text(json.dumps(row) + "\n")
-    monkeypatch.setattr(state, "discover_runs", lambda: {"my run": str(tmp_path)})
+    monkeypatch.setattr(cache, "discover_sources", lambda: {"my run": str(tmp_path)})
     at = page("lesson_6_real.py", layer="5")  # clamped to this model's last layer
     assert not at.exception
     assert metrics(at)["MaxVio_batch, layer 1"] == "2.000"  # (30 - 10) / 10

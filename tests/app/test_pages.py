@@ -8,8 +8,9 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analysis import sources
 from analysis.balancing_study import STRATEGIES
-from app import state
+from app import cache, session, uploads
 from tests.app.conftest import ROOT
 
 XSS = "<script>alert(1)</script>"
@@ -55,7 +56,7 @@ def test_checkpoint_selector_is_shared(app_env, entry):
     assert at.sidebar.select_slider[0].value == 20
     at.select_slider(key="td_ckpt").set_value(10).run()  # the page slider drives the sidebar
     assert not at.exception
-    assert at.session_state[state.KEY_STEP] == 10
+    assert at.session_state[session.KEY_STEP] == 10
     assert at.sidebar.select_slider[0].value == 10
 
 
@@ -64,14 +65,14 @@ def test_discovery_names_the_shipped_runs(monkeypatch, tmp_path):
 
     monkeypatch.setenv("MOE_EXPLORER_RUN", str(default_run_path()))  # as `moe-explorer app` sets it
     monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path))
-    runs = state.discover_runs()
+    runs = cache.discover_sources()
     assert list(runs.values()).count(str(default_run_path().resolve())) == 1
     assert runs["default (shipped)"] == str(default_run_path().resolve())
     assert sorted(n for n in runs if n.startswith("study: ")) == sorted(f"study: {n}" for n in STRATEGIES)
 
 
 def test_training_overlays_the_shipped_study(app_env, entry):
-    study = state.study_runs()
+    study = sources.study_runs()
     assert len(study) == 7, "sample_data/balancing_study ships one run per strategy"
     at = open_page(entry, "training")
     at.button[0].click().run()  # "Overlay the balancing-strategy study"
@@ -83,7 +84,7 @@ def test_training_overlays_the_shipped_study(app_env, entry):
 
 def test_token_routing_escapes_user_text(app_env, entry):
     at = open_page(entry, "token_routing")
-    at.text_area(key=state.KEY_TEXT).set_value(XSS + " & friends").run()
+    at.text_area(key=session.KEY_TEXT).set_value(XSS + " & friends").run()
     assert not at.exception
     html = markdown_html(at)
     assert "<script" not in html and "&lt;" in html and "&amp;" in html
@@ -99,7 +100,7 @@ def test_token_routing_layer_query_param(app_env, entry):
     at = open_page(entry, None, layer="1")
     at.switch_page(str(ROOT / "app" / "views" / "token_routing.py")).run()
     at.radio(key="tr_source").set_value("Sample").run()
-    assert at.slider(key=state.KEY_LAYER).value == 1
+    assert at.slider(key=session.KEY_LAYER).value == 1
     assert "E" in markdown_html(at)
 
 
@@ -139,16 +140,16 @@ def test_train_page_validates_the_form(app_env, entry):
 
 
 def test_decode_upload():
-    assert state.decode_upload("a.txt", "héllo".encode()).text == "héllo"
-    assert state.decode_upload("a.txt", b"\xef\xbb\xbfhi").text == "hi"  # UTF-8 BOM dropped
-    assert state.decode_upload("a.csv", "x,y".encode("utf-16")).text == "x,y"
-    assert "not UTF-8" in state.decode_upload("a.txt", b"caf\xe9").error
-    assert "binary" in state.decode_upload("a.md", b"ab\x00cd").error
-    assert "empty" in state.decode_upload("a.md", b"").error
-    assert "too large" in state.decode_upload("a.md", b"a" * 11, max_bytes=10).error
-    assert "unsupported" in state.decode_upload("a.exe", b"MZ").error
-    docs = state.docs_from_uploads(
-        [state.Upload("d.csv", "label,text\ncode,x = 1\nprose,Hello\n", None), state.Upload("notes.md", "hi", None)]
+    assert uploads.decode_upload("a.txt", "héllo".encode()).text == "héllo"
+    assert uploads.decode_upload("a.txt", b"\xef\xbb\xbfhi").text == "hi"  # UTF-8 BOM dropped
+    assert uploads.decode_upload("a.csv", "x,y".encode("utf-16")).text == "x,y"
+    assert "not UTF-8" in uploads.decode_upload("a.txt", b"caf\xe9").error
+    assert "binary" in uploads.decode_upload("a.md", b"ab\x00cd").error
+    assert "empty" in uploads.decode_upload("a.md", b"").error
+    assert "too large" in uploads.decode_upload("a.md", b"a" * 11, max_bytes=10).error
+    assert "unsupported" in uploads.decode_upload("a.exe", b"MZ").error
+    docs = uploads.docs_from_uploads(
+        [uploads.Upload("d.csv", "label,text\ncode,x = 1\nprose,Hello\n", None), uploads.Upload("notes.md", "hi", None)]
     )
     assert docs == [("d.csv#0", "code", "x = 1"), ("d.csv#1", "prose", "Hello"), ("notes.md", "notes", "hi")]
 
@@ -173,7 +174,7 @@ def test_pages_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
         if page == "training":
             assert "without training history" in at.info[0].value
     at.switch_page(str(ROOT / "app" / "views" / "token_routing.py")).run()
-    at.text_area(key=state.KEY_TEXT).set_value("def f(x): return x").run()
+    at.text_area(key=session.KEY_TEXT).set_value("def f(x): return x").run()
     assert not at.exception and not at.error
     assert shown_text(markdown_html(at)) == "def f(x): return x"
 

@@ -18,7 +18,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis.recorder import record
-from app import state
+from analysis.sources import discover_sources
+from app import cache, session, training_jobs
 from moe_core.files import read_jsonl
 from moe_core.run import load_run
 from tests.reliability.conftest import REPO
@@ -43,7 +44,7 @@ def shown_tokens(at: AppTest) -> str:
 
 def route_in_session(entry: str, text: str) -> tuple[str, str]:
     at = open_page(entry, "token_routing")
-    at.text_area(key=state.KEY_TEXT).set_value(text).run()
+    at.text_area(key=session.KEY_TEXT).set_value(text).run()
     assert not at.exception, [e.value for e in at.exception]
     return text, shown_tokens(at)
 
@@ -53,10 +54,10 @@ TEXTS = [f"session {i}: " + word * (i + 2) for i, word in enumerate(["alpha ", "
 
 def test_four_sessions_route_at_once_on_one_cached_model(rel_app_env):
     """What 4 browser sessions do at the same moment: each session's script thread routes its own text
-    through the one cached model (app.state.route_text -> analysis.recorder.record). Without the recorder's
+    through the one cached model (app.cache.route_text -> the source's record). Without the recorder's
     per-model lock the hooks of one recording captured the other sessions' tokens."""
-    path = str(rel_app_env)
-    state.route_docs.clear()  # every call below really records
+    source = cache.get_source(str(rel_app_env))
+    cache.route_docs.clear()  # every call below really records
     barrier = threading.Barrier(4)
 
     def session(i: int):
@@ -64,13 +65,13 @@ def test_four_sessions_route_at_once_on_one_cached_model(rel_app_env):
         out = []
         for round_ in range(3):
             text = TEXTS[(i + round_) % 4] + " " * i  # a text of this session only: no shared cache entry
-            out.append((text, state.route_text(path, 20, text, label=f"s{i}")))
+            out.append((text, cache.route_text(source, 20, text, label=f"s{i}")))
         return out
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = [r for rs in pool.map(session, range(4)) for r in rs]
     assert len(results) == 12
-    model, tok = state.get_model(path, 20), state.get_tokenizer(path)
+    model, tok = source.model(20), source.tokenizer
     for text, trace in results:
         assert trace.texts == {"input": text}
         tiles = "".join(text[a:b] for a, b in zip(trace.tokens["char_start"], trace.tokens["char_end"]))
@@ -86,26 +87,26 @@ def test_four_app_sessions_keep_their_own_state(rel_app_env, entry):
     one thread): each shows its own text and keeps its own widget state."""
     sessions = [open_page(entry, "token_routing") for _ in TEXTS]
     for at, text in zip(sessions, TEXTS):
-        at.text_area(key=state.KEY_TEXT).set_value(text).run()
+        at.text_area(key=session.KEY_TEXT).set_value(text).run()
     for at, text in zip(sessions, TEXTS):
         at.run()  # rerun after every other session routed
         assert not at.exception
         assert shown_tokens(at) == text
-        assert at.session_state[state.KEY_TEXT] == text
+        assert at.session_state[session.KEY_TEXT] == text
 
 
 @pytest.mark.slow
 def test_ui_training_runs_in_the_background(rel_app_env, entry, corpus_dir, monkeypatch, tmp_path):
     """Start a real (tiny) training run from the Train page; while it runs, another session routes text; the
     Stop button ends it with a checkpoint. The page only starts a process: it never waits for training."""
-    real = state.train_command
+    real = training_jobs.train_command
 
     def command(out, preset, steps, balance, experts, top_k):  # the built-in corpus -> the tiny test corpus
         cmd = real(out, preset, steps, balance, experts, top_k)
         i = cmd.index("--corpus-size")
         return cmd[:i] + ["--corpus", str(corpus_dir), "--batch-size", "4", "--device", "cpu"] + cmd[i + 2 :]
 
-    monkeypatch.setattr(state, "train_command", command)
+    monkeypatch.setattr(training_jobs, "train_command", command)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     trainer = open_page(entry, "train")
     trainer.text_input(key="train_name").set_value("bg-run")
@@ -113,7 +114,7 @@ def test_ui_training_runs_in_the_background(rel_app_env, entry, corpus_dir, monk
     trainer.number_input(key="train_steps").set_value(100_000)
     trainer.button[0].click().run()
     assert not trainer.exception, [e.value for e in trainer.exception]
-    job = trainer.session_state[state.KEY_TRAIN_PROC]
+    job = trainer.session_state[session.KEY_TRAIN_PROC]
     proc = job["proc"]
     try:
         assert proc.poll() is None  # the page returned while training goes on
@@ -144,7 +145,7 @@ def test_train_page_keeps_runs_inside_the_runs_folder(rel_app_env, entry, tmp_pa
     runs.mkdir()
     (runs / "escape").symlink_to(tmp_path / "outside")  # dangling: `exists()` is False
     started = []
-    monkeypatch.setattr(state, "start_training", lambda cmd, out: started.append(out))
+    monkeypatch.setattr(training_jobs, "start_training", lambda cmd, out: started.append(out))
     at = open_page(entry, "train")
     for name, message in (("../up", "letters, digits"), ("/abs", "letters, digits"),
                           ("escape", "outside the runs folder")):  # fmt: skip
@@ -164,8 +165,8 @@ def test_run_selector_ignores_names_and_links_outside(rel_app_env, entry, tmp_pa
 
     shutil.copytree(rel_app_env, outside)
     (runs / "linked").symlink_to(outside)
-    found = state._discover(None, (), str(runs.resolve()))
+    found = discover_sources(None, (), runs)
     assert str(outside.resolve()) not in found.values()
     at = open_page(entry, "overview", run="../outside_run")
-    assert at.session_state[state.KEY_RUN] == str(Path(rel_app_env).resolve())
+    assert at.session_state[session.KEY_RUN] == str(Path(rel_app_env).resolve())
     pytest.importorskip("streamlit")

@@ -14,23 +14,23 @@ import pytest
 
 from analysis.projections import MAX_POINTS, ProjectionParams, project
 from analysis.recorder import record
-from app import state
+from app import cache, session, uploads
 from tests.reliability.conftest import REPO
 
 
 def test_upload_size_limit_has_a_message():
-    ok = state.decode_upload("a.txt", b"a" * state.UPLOAD_MAX_BYTES)
+    ok = uploads.decode_upload("a.txt", b"a" * uploads.UPLOAD_MAX_BYTES)
     assert ok.error is None
-    big = state.decode_upload("big.txt", b"a" * (state.UPLOAD_MAX_BYTES + 1))
+    big = uploads.decode_upload("big.txt", b"a" * (uploads.UPLOAD_MAX_BYTES + 1))
     assert big.text is None and big.error == "big.txt: too large (1.0 MB; the limit is 1 MB)."
-    huge = state.decode_upload("huge.md", b"a" * 5_000_000)
+    huge = uploads.decode_upload("huge.md", b"a" * 5_000_000)
     assert huge.error == "huge.md: too large (5.0 MB; the limit is 1 MB)."
 
 
 def test_upload_count_limit_has_a_message():
     files = [SimpleNamespace(name=f"f{i}.txt", getvalue=lambda i=i: f"text {i}".encode()) for i in range(13)]
-    good, errors = state.read_uploads(files)
-    assert [u.name for u in good] == [f"f{i}.txt" for i in range(state.UPLOAD_MAX_FILES)]
+    good, errors = uploads.read_uploads(files)
+    assert [u.name for u in good] == [f"f{i}.txt" for i in range(uploads.UPLOAD_MAX_FILES)]
     assert errors == ["Only 10 files per request; not read: f10.txt, f11.txt, f12.txt."]
 
 
@@ -39,52 +39,52 @@ def test_upload_widgets_carry_the_size_limit(rel_app_env, entry):
     from tests.reliability.test_concurrency import open_page
 
     at = open_page(entry, "token_routing")
-    assert at.text_area(key=state.KEY_TEXT).proto.max_chars == state.MAX_TEXT_CHARS
+    assert at.text_area(key=session.KEY_TEXT).proto.max_chars == uploads.MAX_TEXT_CHARS
     at.radio(key="tr_source").set_value("Upload files").run()
-    assert at.get("file_uploader")[0].proto.max_upload_size_mb == state.UPLOAD_MAX_MB
+    assert at.get("file_uploader")[0].proto.max_upload_size_mb == uploads.UPLOAD_MAX_MB
     at = open_page(entry, "heatmaps")
     at.radio(key="hm_source").set_value("My labelled files").run()
-    assert at.get("file_uploader")[0].proto.max_upload_size_mb == state.UPLOAD_MAX_MB
-    assert state.UPLOAD_MAX_MB * 2**20 >= state.UPLOAD_MAX_BYTES  # the page's own check is the tighter one
+    assert at.get("file_uploader")[0].proto.max_upload_size_mb == uploads.UPLOAD_MAX_MB
+    assert uploads.UPLOAD_MAX_MB * 2**20 >= uploads.UPLOAD_MAX_BYTES  # the page's own check is the tighter one
 
 
 def test_token_limit_counts_tokens_not_characters(rel_app_env):
     """An emoji is one character but up to 4 byte tokens: 19,000 of them are ~76,000 tokens."""
-    path = str(rel_app_env)
+    source = cache.get_source(str(rel_app_env))
     emoji = "\U0001f600" * 19_000
-    assert len(emoji) < state.MAX_TOKENS
-    docs, cut = state.limit_docs(path, [("input", "input", emoji)])
+    assert len(emoji) < uploads.MAX_TOKENS
+    docs, cut = uploads.limit_docs(source, [("input", "input", emoji)])
     assert cut
-    trace = state.route_trace(path, 20, docs)
-    assert state.MAX_TOKENS - 4 < trace.n_tokens <= state.MAX_TOKENS
+    trace = cache.route_trace(source, 20, docs)
+    assert uploads.MAX_TOKENS - 4 < trace.n_tokens <= uploads.MAX_TOKENS
 
 
 def test_token_limit_over_several_documents(rel_app_env):
-    path = str(rel_app_env)
+    source = cache.get_source(str(rel_app_env))
     docs = [(f"d{i}", "x", "word " * 6000) for i in range(5)]  # 5 x ~6,000 tokens
-    limited, cut = state.limit_docs(path, docs)
+    limited, cut = uploads.limit_docs(source, docs)
     assert cut and len(limited) < 5
-    assert state.route_trace(path, 20, limited).n_tokens == state.MAX_TOKENS
+    assert cache.route_trace(source, 20, limited).n_tokens == uploads.MAX_TOKENS
     small = [("a", "x", "short text")]
-    assert state.limit_docs(path, small) == (small, False)
+    assert uploads.limit_docs(source, small) == (small, False)
 
 
-def test_pasted_text_is_capped_before_tokenizing(rel_app_env, monkeypatch):
+def test_pasted_text_is_capped_before_tokenizing():
     seen = []
-    monkeypatch.setattr(state, "_spans", lambda path, text: seen.append(len(text)) or [(0, 1)] * (len(text) // 4))
-    docs, cut = state.limit_docs(str(rel_app_env), [("input", "input", "abcd" * 1_000_000)])  # 4 M characters
-    assert cut and seen == [state.MAX_TEXT_CHARS]
+    source = SimpleNamespace(token_spans=lambda text: seen.append(len(text)) or [(0, 1)] * (len(text) // 4))
+    docs, cut = uploads.limit_docs(source, [("input", "input", "abcd" * 1_000_000)])  # 4 M characters
+    assert cut and seen == [uploads.MAX_TEXT_CHARS]
 
 
 def test_token_routing_page_says_when_it_cut(rel_app_env, entry):
     from tests.reliability.test_concurrency import open_page
 
     at = open_page(entry, "token_routing")
-    at.text_area(key=state.KEY_TEXT).set_value("lighthouse keeper " * 15_000).run()  # ~ 30k+ tokens
+    at.text_area(key=session.KEY_TEXT).set_value("lighthouse keeper " * 15_000).run()  # ~ 30k+ tokens
     assert not at.exception
-    assert f"Only the first {state.MAX_TOKENS:,} tokens are routed." in [w.value for w in at.warning]
+    assert f"Only the first {uploads.MAX_TOKENS:,} tokens are routed." in [w.value for w in at.warning]
     caption = next(c.value for c in at.caption if "tokens · layer" in c.value)
-    assert caption.startswith(f"{state.MAX_TOKENS:,} tokens")
+    assert caption.startswith(f"{uploads.MAX_TOKENS:,} tokens")
 
 
 def test_record_refuses_too_many_tokens_with_a_message(tiny_model, tiny_tok):
@@ -118,11 +118,11 @@ def test_one_full_request_stays_small_in_memory(rel_run, tmp_path):
 import json, resource, sys
 sys.path.insert(0, {str(REPO)!r})
 import torch; torch.set_num_threads(1)
-from app import state
-path = {str(rel_run)!r}
+from app import cache, uploads
+source = cache.get_source({str(rel_run)!r})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-docs, cut = state.limit_docs(path, [("input", "input", "lighthouse keeper " * 40_000)])
-trace = state.route_trace(path, 20, docs)
+docs, cut = uploads.limit_docs(source, [("input", "input", "lighthouse keeper " * 40_000)])
+trace = cache.route_trace(source, 20, docs)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"tokens": trace.n_tokens, "before_mb": before / 1024, "after_mb": after / 1024}}))
 """
@@ -130,6 +130,6 @@ print(json.dumps({{"tokens": trace.n_tokens, "before_mb": before / 1024, "after_
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     numbers = json.loads(out.stdout.strip().splitlines()[-1])
-    assert numbers["tokens"] == state.MAX_TOKENS
+    assert numbers["tokens"] == uploads.MAX_TOKENS
     assert numbers["after_mb"] - numbers["before_mb"] < 1024, numbers  # well under 1 GiB per request
     assert np.isfinite(numbers["after_mb"])

@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis, derandomized) of text in -> tokenizer -> recorder -> trace -> metrics, and
-of the upload handler (app.state.decode_upload / docs_from_uploads / limit_docs / route_trace).
+of the upload handler (app.uploads.decode_upload / docs_from_uploads / limit_docs, app.cache.route_trace).
 
 Every generated input either works (the trace covers the text exactly, metrics are finite) or is refused with
 a ValueError / an Upload.error that is one human sentence. Nothing else may be raised, and the app's cached
@@ -116,9 +116,9 @@ BINARY = st.one_of(
 @settings(PROPS, max_examples=160)
 @given(name=NAMES, data=st.one_of(ENCODED, CSV, BINARY))
 def test_decode_upload_never_raises(name, data):
-    from app import state
+    from app import uploads
 
-    up = state.decode_upload(name, data)
+    up = uploads.decode_upload(name, data)
     assert up.name == name
     assert (up.text is None) != (up.error is None)
     if up.error is not None:
@@ -126,28 +126,28 @@ def test_decode_upload_never_raises(name, data):
     else:
         assert up.text.strip()
         up.text.encode("utf-8")  # decoded text is real Unicode (no lone surrogates)
-        assert name.rsplit(".", 1)[-1].lower() in state.UPLOAD_TYPES
-    docs = state.docs_from_uploads([up])  # CSV with missing/extra columns or bad quoting: never raises
+        assert name.rsplit(".", 1)[-1].lower() in uploads.UPLOAD_TYPES
+    docs = uploads.docs_from_uploads([up])  # CSV with missing/extra columns or bad quoting: never raises
     for doc_id, label, text in docs:
         assert isinstance(doc_id, str) and isinstance(label, str) and text.strip()
 
 
 def test_upload_encodings_by_hand():
-    from app import state
+    from app import uploads
 
     text = "caf\u00e9 \u05e9\u05dc\u05d5\u05dd \U0001f600"
-    assert state.decode_upload("a.txt", text.encode("utf-16")).text == text
-    assert state.decode_upload("a.txt", text.encode("utf-8-sig")).text == text
-    latin = state.decode_upload("a.txt", "caf\u00e9".encode("latin-1"))
+    assert uploads.decode_upload("a.txt", text.encode("utf-16")).text == text
+    assert uploads.decode_upload("a.txt", text.encode("utf-8-sig")).text == text
+    latin = uploads.decode_upload("a.txt", "caf\u00e9".encode("latin-1"))
     assert latin.error == "a.txt: not UTF-8 text (bad byte at position 3); save it as UTF-8."
-    no_bom = state.decode_upload("a.txt", "abc".encode("utf-16-le"))  # UTF-16 without a BOM: NUL bytes
+    no_bom = uploads.decode_upload("a.txt", "abc".encode("utf-16-le"))  # UTF-16 without a BOM: NUL bytes
     assert no_bom.text is None and "binary" in no_bom.error
-    assert "does not decode as UTF-16" in state.decode_upload("a.txt", b"\xff\xfe\x00\xd8").error
-    csv = state.docs_from_uploads([state.Upload("d.csv", "label,text,extra\ncode,x = 1,z\n,hello\n", None)])
+    assert "does not decode as UTF-16" in uploads.decode_upload("a.txt", b"\xff\xfe\x00\xd8").error
+    csv = uploads.docs_from_uploads([uploads.Upload("d.csv", "label,text,extra\ncode,x = 1,z\n,hello\n", None)])
     assert csv == [("d.csv#0", "code", "x = 1"), ("d.csv#1", "", "hello")]  # extra column ignored, label missing
-    only_text = state.docs_from_uploads([state.Upload("d.csv", "text\nx = 1\n", None)])
+    only_text = uploads.docs_from_uploads([uploads.Upload("d.csv", "text\nx = 1\n", None)])
     assert only_text == [("d.csv", "d", "text\nx = 1\n")]  # no label column: the whole file is one document
-    ragged = state.docs_from_uploads([state.Upload("d.csv", 'label,text\n"open,x\n', None)])
+    ragged = uploads.docs_from_uploads([uploads.Upload("d.csv", 'label,text\n"open,x\n', None)])
     assert len(ragged) == 1 and ragged[0][1] in ("d", "open,x\n")
 
 
@@ -159,42 +159,42 @@ ANY_UPLOAD = st.tuples(NAMES, st.one_of(ENCODED, CSV, BINARY))
 
 
 @settings(PROPS, max_examples=40)
-@given(uploads=st.lists(st.one_of(GOOD_UPLOAD, GOOD_UPLOAD, ANY_UPLOAD), min_size=1, max_size=3))
-def test_upload_to_trace_in_the_app(rel_app_env, uploads):
+@given(files=st.lists(st.one_of(GOOD_UPLOAD, GOOD_UPLOAD, ANY_UPLOAD), min_size=1, max_size=3))
+def test_upload_to_trace_in_the_app(rel_app_env, files):
     """The Token routing page's path: decode -> docs -> token limit -> cached route; errors are messages."""
-    from app import state
+    from app import cache, uploads
 
-    path = str(rel_app_env)
-    good = [u for u in (state.decode_upload(n, d) for n, d in uploads) if u.error is None]
-    docs = state.docs_from_uploads(good)
+    source = cache.get_source(str(rel_app_env))
+    good = [u for u in (uploads.decode_upload(n, d) for n, d in files) if u.error is None]
+    docs = uploads.docs_from_uploads(good)
     event(f"{len(docs)} document(s) to route")
     if not docs:
         return
-    docs, _ = state.limit_docs(path, docs)
+    docs, _ = uploads.limit_docs(source, docs)
     try:
-        trace = state.route_trace(path, 20, docs)
+        trace = cache.route_trace(source, 20, docs)
     except ValueError as exc:  # e.g. the same file twice: duplicate document ids
         assert MESSAGE.match(str(exc)), str(exc)
         return
     assert trace.texts == {d: t for d, _, t in docs}
-    assert trace.n_tokens <= state.MAX_TOKENS
+    assert trace.n_tokens <= uploads.MAX_TOKENS
     assert set(trace.tokens["label"]) <= {lab for _, lab, _ in docs}
 
 
 def test_cached_traces_are_not_corrupted(rel_app_env):
     """A cached trace handed to a page and mutated there, or a failed request, leaves the cache intact."""
-    from app import state
+    from app import cache
 
-    path = str(rel_app_env)
-    first = state.route_text(path, 20, "hello <b>world</b>")
+    source = cache.get_source(str(rel_app_env))
+    first = cache.route_text(source, 20, "hello <b>world</b>")
     reference = first.tokens.copy()
     first.tokens.loc[:, "token_text"] = "MUTATED"  # a careless page
     first.texts["input"] = "MUTATED"
     with pytest.raises(ValueError):
-        state.route_trace(path, 20, [("a", "x", "1"), ("a", "y", "2")])  # duplicate ids: refused
+        cache.route_trace(source, 20, [("a", "x", "1"), ("a", "y", "2")])  # duplicate ids: refused
     with pytest.raises(ValueError, match="lone surrogate"):
-        state.route_text(path, 20, "bad \udcff text")
-    again = state.route_text(path, 20, "hello <b>world</b>")
+        cache.route_text(source, 20, "bad \udcff text")
+    again = cache.route_text(source, 20, "hello <b>world</b>")
     assert again.tokens.equals(reference) and again.texts == {"input": "hello <b>world</b>"}
 
 
@@ -211,13 +211,13 @@ def test_whitespace_only_and_nul_texts_route(tiny_model, tiny_tok):
 def test_one_5mb_line(tiny_model, tiny_tok, rel_app_env):
     """5 MB without a newline: record() refuses it with a message (over its token cap); the app cuts it to
     MAX_TOKENS tokens and routes the rest."""
-    from app import state
+    from app import cache, uploads
 
     line = ("lighthouse " * 500_000)[:5_000_000]
     with pytest.raises(ValueError, match="too much text: more than 1,000,000 tokens"):
         record(tiny_model, tiny_tok, line)
-    docs, cut = state.limit_docs(str(rel_app_env), [("input", "input", line)])
+    docs, cut = uploads.limit_docs(cache.get_source(str(rel_app_env)), [("input", "input", line)])
     assert cut and line.startswith(docs[0][2])
-    trace = state.route_trace(str(rel_app_env), 20, docs)
-    assert trace.n_tokens == state.MAX_TOKENS
+    trace = cache.route_trace(cache.get_source(str(rel_app_env)), 20, docs)
+    assert trace.n_tokens == uploads.MAX_TOKENS
     assert math.isfinite(float(trace.routing["weight"].sum()))

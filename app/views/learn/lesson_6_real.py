@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from analysis import teaching
-from app import figures, state
+from app import cache, figures, session
 from app import learn_state as LS
 
 P = "l6"
@@ -22,8 +22,8 @@ LINKS = [  # (page file / url path, label, what to look at)
 def find_run() -> tuple[str | None, str | None]:
     """(display name, path) of the run selected in the sidebar, or the first run found; (None, None) if none."""
     try:
-        runs = state.discover_runs()
-        path = state.current()[0]
+        runs = cache.discover_sources()
+        path = session.current()[0]
     except (ImportError, OSError, ValueError):
         return None, None
     names = {p: n for n, p in runs.items()}

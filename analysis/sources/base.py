@@ -1,0 +1,128 @@
+"""What every model source gives the app: the `ModelSource` protocol, its `Capabilities` and `ModelCard`.
+
+A model source is where routing comes from: one of our run directories (`RunSource`), a local Hugging Face
+folder (`HFSource`), later a recorded routing dataset. A page asks a source what it can give
+(`source.capabilities`) and never which kind it is; an absent capability carries a one-line reason the page
+can show.
+
+Documents are (doc_id, label, text) tuples of strings everywhere in this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from analysis.trace import RoutingTrace
+
+DocTuple = tuple[str, str, str]  # (doc_id, label, text)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One thing a source can or cannot give; `reason` says why not (one line, shown by the app)."""
+
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+YES = Capability(True)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a source can give. Each field is truthy when available; `.reason` explains an absent one."""
+
+    route_text: Capability  # record the routing of new text (needs a model)
+    steps: Capability  # several checkpoints (training steps) to choose from
+    history: Capability  # training history (loss, load, bias per step; validation rows)
+    stored_traces: Capability  # routing traces recorded ahead of time
+    eval_docs: Capability  # held-out labelled documents
+    router_biases: Capability  # the balancing bias of every router
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The Overview page's model card."""
+
+    title: str
+    n_layers: int | None  # MoE layers (None when unknown without loading the model)
+    n_experts: int | None
+    top_k: int | None
+    metrics: tuple[tuple[str, str], ...] = ()  # headline numbers: (label, value)
+    rows: tuple[tuple[str, str], ...] = ()  # settings table: (field, value)
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """A source of routing. Loads its model(s) lazily and keeps them; safe to share between sessions."""
+
+    name: str  # the model's own name (a run's name, a folder name)
+    kind: str  # "run" | "hf": for messages and file names only; never branch on it
+    path: str  # absolute path of the folder
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def card(self) -> ModelCard: ...
+
+    def steps(self) -> list[int]:
+        """Steps that can be viewed, ascending; [] when the source has no steps (or none yet)."""
+        ...
+
+    def default_step(self) -> int | None:
+        """The step shown first (the latest); None when there is none."""
+        ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the tokens of `text` under the source's tokenizer."""
+        ...
+
+    def record(
+        self,
+        docs: Sequence[DocTuple],
+        step: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RoutingTrace:
+        """The routing of `docs` through the model at `step`."""
+        ...
+
+    def history(self) -> pd.DataFrame | None:
+        """Training history, one row per optimizer step, by step; None when the source has none."""
+        ...
+
+    def eval_history(self) -> pd.DataFrame | None:
+        """Validation rows by step; None when the source has none."""
+        ...
+
+    def stored_trace(self, step: int | None) -> RoutingTrace | None:
+        """The eval documents' trace recorded ahead of time at `step`; None when there is none."""
+        ...
+
+    def eval_docs(self) -> list[DocTuple]:
+        """Held-out labelled documents; [] when there are none."""
+        ...
+
+    def router_biases(self, step: int | None) -> np.ndarray:
+        """(L, E) balancing biases at `step` (zeros where a router has none)."""
+        ...
+
+    def projection_cache_dir(self) -> Path | None:
+        """Folder for cached PCA/UMAP coordinates; None for no disk cache."""
+        ...
+
+
+def sorted_frame(rows: Any) -> pd.DataFrame:
+    """Rows (a list of dicts or a DataFrame) as a DataFrame sorted by step when it has one."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    return frame.sort_values("step").reset_index(drop=True) if "step" in frame else frame

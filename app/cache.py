@@ -1,0 +1,172 @@
+"""Streamlit caches over model sources: the sources themselves, routing traces, derived tables, projections.
+
+- `st.cache_resource` for what is shared and never mutated: the sources (each keeps its own models).
+- `st.cache_data` for traces and derived tables, keyed by (source path, step, layer, params); texts are keyed
+  by their SHA-256, so a rerun on the same 2,000 tokens is a cache hit. Cached data comes back as a copy:
+  a page that changes a trace does not change the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pandas as pd
+import streamlit as st
+
+from analysis import sources
+from app import settings, uploads
+
+RECORDED = "moe_recorded_eval"  # session key: (source, step, docs) whose eval traces were recorded in this session
+PROJECTED = "moe_projected"  # session key: (source, step, layer, method) projected in this session
+
+
+# --- sources ---------------------------------------------------------------------------------------------------
+
+
+def discover_sources() -> dict[str, str]:
+    """{display name: path} of every source (see analysis.sources.discovery), from the app's settings.
+    Cached for 3 s only, so a run started on the Train page appears quickly."""
+    return _discover(settings.run_path(), settings.hf_folders(), str(settings.runs_dir().resolve()))
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def _discover(run: str | None, hf_folders: tuple[str, ...], runs_dir: str) -> dict[str, str]:
+    return sources.discover_sources(run, hf_folders, runs_dir)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def get_source(path: str) -> sources.ModelSource:
+    """The source at `path`, shared by every session; it loads its model(s) on first use and keeps them."""
+    return sources.open_source(
+        path, torch_threads=settings.torch_threads(), hf_device=settings.hf_device(), hf_dtype=settings.hf_dtype()
+    )
+
+
+# --- routing traces ----------------------------------------------------------------------------------------------
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def docs_key(docs: tuple[tuple[str, str, str], ...]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update("\0".join(d).encode("utf-8", "surrogatepass") + b"\1")
+    return h.hexdigest()
+
+
+@st.cache_data(show_spinner="Routing…", max_entries=8)  # a 20k-token trace is tens of MB: keep a few
+def route_docs(path: str, step: int | None, key: str, _source, _docs: tuple[tuple[str, str, str], ...]):
+    """RoutingTrace of docs (doc_id, label, text) through the source at `step`; cached by (path, step, key)."""
+    return _source.record(_docs, step)
+
+
+def route_text(source: sources.ModelSource, step: int | None, text: str, label: str = "input"):
+    """Trace of one pasted text (cached by the text's hash)."""
+    return route_docs(source.path, step, text_hash(f"{label}\0{text}"), source, (("input", label, text),))
+
+
+def route_trace(source: sources.ModelSource, step: int | None, docs: list[tuple[str, str, str]]):
+    """Trace of (doc_id, label, text) docs, cached by their hash: a rerun on the same text is instant."""
+    docs_t = tuple(tuple(d) for d in docs)
+    return route_docs(source.path, step, docs_key(docs_t), source, docs_t)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def stored_trace(path: str, step: int | None, _source):
+    """The trace the source recorded ahead of time at `step` (None when there is none)."""
+    return _source.stored_trace(step)
+
+
+def eval_trace(source: sources.ModelSource, step: int | None):
+    """The source's eval trace at `step`: the stored one when there is one, else its eval docs recorded now
+    (inside st.status). A source without eval docs is recorded on the built-in labelled samples."""
+    trace = stored_trace(source.path, step, source) if source.capabilities.stored_traces else None
+    if trace is not None:
+        return trace
+    if source.capabilities.eval_docs:
+        docs = tuple(source.eval_docs())
+    else:
+        docs = uploads.labelled_samples()
+    if not docs:
+        return None
+    key = docs_key(docs)
+    done = st.session_state.setdefault(RECORDED, set())
+    if (source.path, step, key) in done:
+        return route_docs(source.path, step, key, source, docs)
+    with st.status(f"Recording the routing of {len(docs)} documents at step {step}…") as status:
+        trace = route_docs(source.path, step, key, source, docs)
+        status.update(label=f"Recorded {trace.n_tokens:,} tokens of {len(docs)} eval documents", state="complete")
+    done.add((source.path, step, key))
+    return trace
+
+
+# --- derived tables ------------------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Computing specialization…", max_entries=32)
+def specialization(key: str, _trace) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """(cells, permutation baseline per layer, MI summary) of a trace cached by `key` (source|step|texts);
+    None when the tokens carry no labels."""
+    from analysis import specialization as spec
+
+    experts = _trace.experts_array()
+    if not (_trace.tokens["label"].astype(str) != "").any():
+        return None
+    cells = spec.domain_specialization(experts, _trace.tokens, _trace.n_experts)
+    base = spec.specialization_permutation_baseline(experts, _trace.tokens, _trace.n_experts, n_permutations=100)
+    mi = spec.mi_summary(experts, _trace.tokens, _trace.n_experts)
+    return cells, base.max_ratio, mi
+
+
+def trace_key(source: sources.ModelSource, step: int | None, trace) -> str:
+    """Cache key of derived tables: source, step and the traced documents."""
+    texts = docs_key(tuple((d, "", t) for d, t in sorted(trace.texts.items())))
+    return f"{source.path}|{step}|{texts}|{trace.n_tokens}"
+
+
+# --- projections -----------------------------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _project(path: str, step: int | None, layer: int, method: str, _trace, _cache_dir):
+    from analysis.projections import project
+
+    return project(_trace, layer, method, cache_dir=_cache_dir)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_umap() -> threading.Thread | None:
+    """Compile UMAP's numba code in a background thread, once per process, when Geometry is first opened:
+    the first UMAP fit then does not wait for it. MOE_EXPLORER_WARM_UMAP=0 turns it off."""
+    if not settings.warm_umap():
+        return None
+    from analysis.projections import warm_up_umap
+
+    thread = threading.Thread(target=warm_up_umap, name="warm-umap", daemon=True)
+    thread.start()
+    return thread
+
+
+def projection(source: sources.ModelSource, step: int | None, layer: int, method: str):
+    """PCA/UMAP of the eval trace's router inputs at `layer`; UMAP runs inside st.status. None on error."""
+    trace = eval_trace(source, step)
+    cache_dir = source.projection_cache_dir()
+    done = st.session_state.setdefault(PROJECTED, set())
+    try:
+        if method == "pca" or (source.path, step, layer, method) in done:
+            result = _project(source.path, step, layer, method, trace, cache_dir)
+        else:
+            with st.status(f"Computing UMAP of layer {layer}…", expanded=True) as status:
+                st.write(f"{len(trace.hidden_rows):,} router inputs; PCA to 32 dims, then UMAP.")
+                st.write("The first UMAP on this machine compiles numba code (about half a minute); then seconds.")
+                result = _project(source.path, step, layer, method, trace, cache_dir)
+                how = "read from the cache" if result.from_cache else f"computed in {result.seconds:.1f} s"
+                status.update(label=f"UMAP of layer {layer} {how}", state="complete", expanded=False)
+    except ValueError as exc:
+        st.error(f"Cannot project: {exc}")
+        return None
+    done.add((source.path, step, layer, method))
+    return result

@@ -1,0 +1,150 @@
+"""Model sources: RunSource on a tiny run, HFSource on a tiny Hugging Face folder, discovery, and the rule that
+the app never asks which kind of source it has."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.balancing_study import STRATEGIES
+from analysis.sources import HFSource, ModelSource, RunSource, discover_sources, open_source
+from moe_core.paths import default_run_path
+from tests.app.conftest import EVAL_DOCS, STEPS, make_tiny_run
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [("a", "prose", "The keeper climbed the stairs."), ("b", "code", "def f(x):\n    return x\n")]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return make_tiny_run(tmp_path_factory.mktemp("runs") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers", reason="Hugging Face models need the optional extra: pip install .[hf]")
+    from tests.app.conftest import make_tiny_hf
+
+    return make_tiny_hf(tmp_path_factory.mktemp("hf") / "tiny-dsv3")
+
+
+def test_run_source_gives_what_a_run_holds(tiny_run):
+    source = RunSource(tiny_run)
+    assert isinstance(source, ModelSource)
+    assert (source.kind, source.name, source.path) == ("run", "tiny-test", str(tiny_run.resolve()))
+    assert all(vars(source.capabilities).values())
+    assert source.steps() == list(STEPS) and source.default_step() == STEPS[-1]
+    card = source.card()
+    assert (card.n_layers, card.n_experts, card.top_k) == (2, 4, 2)
+    assert dict(card.metrics)["Experts × top-k"] == "4 × 2" and dict(card.rows)["score function"]
+    hist, ev = source.history(), source.eval_history()
+    assert hist["step"].tolist() == list(range(1, STEPS[-1] + 1))
+    assert ev["step"].tolist() == list(STEPS)
+    assert [label for _, label, _ in source.eval_docs()] == [label for label, _ in EVAL_DOCS]
+    assert source.stored_trace(STEPS[-1]).n_tokens > 0
+    assert source.stored_trace(STEPS[0]) is None and source.stored_trace(None) is None
+    assert source.projection_cache_dir() == tiny_run.resolve() / "projections"
+
+
+def test_run_source_routes_and_keeps_a_few_models(tiny_run):
+    source = RunSource(tiny_run, max_models=1)
+    text = DOCS[1][2]
+    spans = source.token_spans(text)
+    assert "".join(text[a:b] for a, b in spans) == text
+    trace = source.record(DOCS, step=STEPS[0])
+    assert trace.texts == {d: t for d, _, t in DOCS} and set(trace.tokens["label"]) == {"prose", "code"}
+    assert trace.meta["step"] == STEPS[0]
+    assert source.router_biases(STEPS[0]).shape == (2, 4)
+    first = source.model(STEPS[0])
+    assert source.model(STEPS[0]) is first  # kept
+    source.model(STEPS[1])
+    assert source.model(STEPS[0]) is not first  # at most max_models: loaded again
+
+
+def test_a_run_without_checkpoints_cannot_route(tiny_run, tmp_path):
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tiny_run, fresh, ignore=shutil.ignore_patterns("checkpoints", "trace_*"))
+    source = RunSource(fresh)
+    capabilities = source.capabilities
+    assert not capabilities.route_text and "no checkpoint" in capabilities.route_text.reason
+    assert capabilities.history and capabilities.steps
+    assert source.steps() == [] and source.default_step() is None
+
+
+def test_a_broken_run_says_so_on_first_use(tmp_path):
+    (tmp_path / "run.json").write_text('{"format": "something else"}')
+    source = open_source(tmp_path)  # opening reads nothing
+    with pytest.raises(ValueError, match="unknown run format"):
+        source.steps()
+
+
+def test_hf_source_gives_one_set_of_weights(tiny_hf):
+    source = HFSource(tiny_hf, device="cpu", dtype="float32")
+    assert isinstance(source, ModelSource)
+    assert (source.kind, source.name) == ("hf", "tiny-dsv3")
+    capabilities = source.capabilities
+    assert capabilities.route_text and capabilities.router_biases
+    for absent in ("steps", "history", "stored_traces", "eval_docs"):
+        assert not getattr(capabilities, absent) and getattr(capabilities, absent).reason
+    assert source.steps() == [] and source.default_step() is None
+    assert source.history() is None and source.eval_history() is None and source.stored_trace(None) is None
+    assert source.eval_docs() == []
+    card = source.card()
+    assert card.title == "Hugging Face model: tiny-dsv3" and card.n_experts == 8
+    text = "def f(x): return x"
+    assert "".join(text[a:b] for a, b in source.token_spans(text)) == text
+    trace = source.record(DOCS)
+    assert trace.texts == {d: t for d, _, t in DOCS}
+    biases = source.router_biases(None)
+    assert biases.shape == (trace.n_layers, 8) and np.abs(biases).sum() > 0  # the correction bias
+    with pytest.raises(ValueError, match="no checkpoints"):
+        source.record(DOCS, step=10)
+
+
+def test_discovery_names_and_order(tiny_run, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(tiny_run, runs / "mine", ignore=shutil.ignore_patterns("checkpoints"))
+    outside = tmp_path / "outside"
+    shutil.copytree(tiny_run, outside, ignore=shutil.ignore_patterns("checkpoints"))
+    (runs / "linked").symlink_to(outside)  # a symlink out of the runs folder: not offered
+    hf = tmp_path / "hf-model"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    found = discover_sources(tiny_run, [hf, tmp_path / "nothing"], runs)
+    names = list(found)
+    assert names[:3] == ["tiny", "HF: hf-model", "default (shipped)"]
+    assert found["tiny"] == str(tiny_run.resolve()) and found["mine"] == str((runs / "mine").resolve())
+    assert sorted(n for n in names if n.startswith("study: ")) == sorted(f"study: {n}" for n in STRATEGIES)
+    assert str(outside.resolve()) not in found.values()
+    assert found["default (shipped)"] == str(default_run_path().resolve())
+    # the shipped run given as the app's run: listed once, under its own name
+    again = discover_sources(default_run_path(), [], tmp_path / "missing")
+    assert list(again.values()).count(str(default_run_path().resolve())) == 1
+    assert next(iter(again)) == "default (shipped)"
+
+
+def test_open_source_picks_the_kind(tiny_run, tmp_path):
+    assert isinstance(open_source(tiny_run), RunSource)
+    (tmp_path / "config.json").write_text("{}")
+    assert isinstance(open_source(tmp_path, hf_device="cpu"), HFSource)
+    with pytest.raises(ValueError, match="not a run directory or a Hugging Face folder"):
+        open_source(tmp_path / "nothing")
+
+
+KIND_BRANCH = re.compile(r"\bis_hf\b|\.kind\s*[=!]=|isinstance\([^)]*\b(RunSource|HFSource)\b")
+
+
+def test_the_app_never_branches_on_the_kind_of_source():
+    """Pages ask a source what it can give (its capabilities), never which kind it is."""
+    bad = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if KIND_BRANCH.search(line):
+                bad.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not bad, "branches on the kind of source:\n" + "\n".join(bad)
+    assert KIND_BRANCH.search("if source.kind == 'hf':") and KIND_BRANCH.search("isinstance(s, HFSource)")
