@@ -13,8 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from analysis import metrics as M
-from analysis import specialization as S
+from analysis import metrics, specialization
 from analysis.trace import load
 from moe_core.model import count_parameters
 from moe_core.run import Run, load_run
@@ -52,9 +51,9 @@ def run_summary(run: Run) -> str:
 
 def specialization_section(trace) -> str:
     E, ex, tok = trace.n_experts, trace.experts_array(), trace.tokens
-    spec = S.domain_specialization(ex, tok, E)
-    base = S.specialization_permutation_baseline(ex, tok, E, n_permutations=200)
-    ci = S.specialization_bootstrap_ci(ex, tok, E, n_boot=200)
+    spec = specialization.domain_specialization(ex, tok, E)
+    base = specialization.specialization_permutation_baseline(ex, tok, E, n_permutations=200)
+    ci = specialization.specialization_bootstrap_ci(ex, tok, E, n_boot=200)
     best = spec.loc[spec.groupby(["layer", "label"])["ratio"].idxmax()]
     best = best.merge(ci[["layer", "label", "expert", "lo", "hi"]], on=["layer", "label", "expert"])
     best = best.merge(base.cells[["layer", "label", "expert", "perm_hi", "p_value"]], on=["layer", "label", "expert"])
@@ -73,13 +72,13 @@ def saturation_section(run: Run) -> str:
     final = load(run.trace_path(steps[-1])).experts_array()
     rows = []
     for step in steps:
-        sat = M.router_saturation(load(run.trace_path(step)).experts_array(), final)
+        sat = metrics.router_saturation(load(run.trace_path(step)).experts_array(), final)
         rows.append({"step": step, **{f"top-1 agreement, layer {r.layer}": r.top1_agreement for r in sat.itertuples()}})
     return _table(pd.DataFrame(rows))
 
 
 def coactivation_section(trace, top: int = 3) -> str:
-    co = M.coactivation(trace.experts_array(), trace.n_experts)
+    co = metrics.coactivation(trace.experts_array(), trace.n_experts)
     rows = []
     for layer, lift in enumerate(co.lift_LEE):
         lift = np.where(np.eye(len(lift), dtype=bool) | ~np.isfinite(lift), -np.inf, lift)
@@ -95,16 +94,20 @@ def findings(run: Run) -> str:
     step = run.checkpoints()[-1]
     trace = load(run.trace_path(step))
     E, ex, tok = trace.n_experts, trace.experts_array(), trace.tokens
-    probe = S.domain_probe(ex, tok, E)
-    mi = S.mi_summary(ex, tok, E)
-    token_spec = S.token_specialization_summary(S.token_specialization(ex, tok, E))
+    probe = specialization.domain_probe(ex, tok, E)
+    mi = specialization.mi_summary(ex, tok, E)
+    token_spec = specialization.token_specialization_summary(specialization.token_specialization(ex, tok, E))
     flips = pd.DataFrame(
-        {"layer": range(trace.n_layers), "bias-flip rate": M.bias_flip_rate(trace.routing, trace.n_layers)}
+        {"layer": range(trace.n_layers), "bias-flip rate": metrics.bias_flip_rate(trace.routing, trace.n_layers)}
     )
-    consecutive = M.consecutive_same_expert(ex, tok)
-    load_LE = M.expert_load(ex, E)
+    consecutive = metrics.consecutive_same_expert(ex, tok)
+    load_LE = metrics.expert_load(ex, E)
     balance = pd.DataFrame(
-        {"layer": range(trace.n_layers), "MaxVio": M.max_vio(load_LE), "dead experts": M.dead_experts(load_LE).sum(1)}
+        {
+            "layer": range(trace.n_layers),
+            "MaxVio": metrics.max_vio(load_LE),
+            "dead experts": metrics.dead_experts(load_LE).sum(1),
+        }
     )
     return "\n\n".join(
         [

@@ -107,17 +107,19 @@ def eval_trace(source: sources.ModelSource, step: int | None):
 
 
 @st.cache_data(show_spinner="Computing specialization…", max_entries=32)
-def specialization(key: str, _trace) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+def specialization_tables(key: str, _trace) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
     """(cells, permutation baseline per layer, MI summary) of a trace cached by `key` (source|step|texts);
     None when the tokens carry no labels."""
-    from analysis import specialization as spec
+    from analysis import specialization
 
     experts = _trace.experts_array()
     if not (_trace.tokens["label"].astype(str) != "").any():
         return None
-    cells = spec.domain_specialization(experts, _trace.tokens, _trace.n_experts)
-    base = spec.specialization_permutation_baseline(experts, _trace.tokens, _trace.n_experts, n_permutations=100)
-    mi = spec.mi_summary(experts, _trace.tokens, _trace.n_experts)
+    cells = specialization.domain_specialization(experts, _trace.tokens, _trace.n_experts)
+    base = specialization.specialization_permutation_baseline(
+        experts, _trace.tokens, _trace.n_experts, n_permutations=100
+    )
+    mi = specialization.mi_summary(experts, _trace.tokens, _trace.n_experts)
     return cells, base.max_ratio, mi
 
 

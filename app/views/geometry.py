@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from analysis import figures, tables
 from app import cache, downloads, session
-from app import figures as F
 
 source, step = session.require_source()
 st.title("Router geometry")
@@ -31,9 +31,13 @@ if proj is None:
 
 coords = proj.coords
 color = {"expert": coords["expert"], "domain": coords["label"], "token": coords["token_text"]}[color_by]
-hover = [f"{F.short_token(t)} · E{e} · {d}" for t, e, d in zip(coords["token_text"], coords["expert"], coords["label"])]
+hover = [
+    f"{tables.short_token(t)} · E{e} · {d}" for t, e, d in zip(coords["token_text"], coords["expert"], coords["label"])
+]
 kind = "expert" if color_by == "expert" else "category"
-fig = F.projection_scatter(coords[["x", "y"]], color, coords["token_row"], hover, kind, n_experts=trace.n_experts)
+fig = figures.geometry.projection_scatter(
+    coords[["x", "y"]], color, coords["token_row"], hover, kind, n_experts=trace.n_experts
+)
 m1, m2, m3 = st.columns(3)
 m1.metric("Points", f"{len(coords):,}")
 if proj.extra.get("points_total", 0) > len(coords):  # the max_points cap (stratified by expert)
@@ -45,10 +49,10 @@ event = st.plotly_chart(fig, key=f"geo_scatter_{layer}_{method}_{color_by}", on_
                         selection_mode=("box", "lasso"))  # fmt: skip
 downloads.download_csv(coords, f"projection_layer{layer}_{method.lower()}.csv", "Download coordinates (CSV)")
 
-rows = F.selected_rows(event.selection.points) if event and event.selection else []
+rows = tables.selected_rows(event.selection.points) if event and event.selection else []
 if rows:
     st.subheader(f"{len(rows)} selected tokens")
-    table = F.token_context(trace.tokens, trace.texts, rows)
+    table = tables.token_context(trace.tokens, trace.texts, rows)
     st.dataframe(table, hide_index=True, key="geo_selected")
     downloads.download_csv(table, "selected_tokens.csv", "Download selection (CSV)")
 else:

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from analysis import metrics
+from analysis import figures, metrics, tables
 from app import cache, downloads, session, uploads
-from app import figures as F
 
 source, step = session.require_source()
 st.title("Expert heatmaps")
@@ -32,17 +31,17 @@ experts = trace.experts_array()
 st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}")
 
 load = metrics.expert_load(experts, E)
-st.plotly_chart(F.load_heatmap(load), key="hm_load")
-downloads.download_csv(F.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
+st.plotly_chart(figures.heatmaps.load_heatmap(load), key="hm_load")
+downloads.download_csv(tables.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
 
 st.subheader(f"Domain specialization, layer {layer}")
-spec = cache.specialization(cache.trace_key(source, step, trace), trace)
+spec = cache.specialization_tables(cache.trace_key(source, step, trace), trace)
 if spec is not None:
     cells, baseline, mi = spec
     cells = cells[cells["layer"] == layer]
     ratio = cells.pivot(index="label", columns="expert", values="ratio")
     share = cells.pivot(index="label", columns="expert", values="share")
-    st.plotly_chart(F.specialization_heatmap(ratio, share), key="hm_spec")
+    st.plotly_chart(figures.heatmaps.specialization_heatmap(ratio, share), key="hm_spec")
     b, m = baseline[baseline["layer"] == layer].iloc[0], mi[mi["layer"] == layer].iloc[0]
     st.caption(
         f"Most specialised cell: {b['max_ratio']:.2f}x uniform; with shuffled domain labels "
@@ -55,22 +54,22 @@ else:
     st.caption("These texts carry no domain labels.")
 
 st.subheader(f"Top tokens per expert, layer {layer}")
-top = F.top_tokens_table(trace.tokens, trace.routing, layer)
+top = tables.top_tokens_table(trace.tokens, trace.routing, layer)
 st.dataframe(top, hide_index=True, key="hm_top")
 downloads.download_csv(top, f"top_tokens_layer{layer}.csv")
 
 c1, c2 = st.columns(2)
 with c1:
     co = metrics.coactivation(experts, E)
-    st.plotly_chart(F.coactivation_heatmap(co.cond_LEE[layer], co.lift_LEE[layer]), key="hm_coact")
-    table = F.matrix_frame(co.cond_LEE[layer], "expert_i", "expert_j", "p_j_given_i")
+    st.plotly_chart(figures.heatmaps.coactivation_heatmap(co.cond_LEE[layer], co.lift_LEE[layer]), key="hm_coact")
+    table = tables.matrix_frame(co.cond_LEE[layer], "expert_i", "expert_j", "p_j_given_i")
     table["lift"] = co.lift_LEE[layer].ravel()
     downloads.download_csv(table, f"coactivation_layer{layer}.csv")
 with c2:
     if L > 1:
         min_share = st.slider("Hide links below this share", 0.0, 0.2, 0.01, key="hm_min_share")
-        flow = F.flow_frame(metrics.cross_layer_flow(experts, E))
-        st.plotly_chart(F.flow_sankey(flow, L, E, min_share), key="hm_flow")
+        flow = tables.flow_frame(metrics.cross_layer_flow(experts, E))
+        st.plotly_chart(figures.heatmaps.flow_sankey(flow, L, E, min_share), key="hm_flow")
         downloads.download_csv(flow, "cross_layer_flow.csv")
     else:
         st.caption("Cross-layer flow needs at least two MoE layers.")

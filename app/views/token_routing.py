@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from analysis import figures, tables
 from app import cache, downloads, session, uploads
-from app import figures as F
 
 source, step = session.require_source()
 st.title("Token routing")
@@ -46,32 +46,34 @@ doc_ids = list(trace.texts)
 doc = st.selectbox("Document", doc_ids, key="tr_doc") if len(doc_ids) > 1 else doc_ids[0]
 tokens = trace.tokens[trace.tokens["doc_id"] == doc]
 routing = trace.routing[trace.routing["token_row"].isin(tokens.index)]
-top1 = F.top1_table(routing, layer)
-summary = F.routing_summary(routing[routing["layer"] == layer]).droplevel(1)
+top1 = tables.top1_table(routing, layer)
+summary = tables.routing_summary(routing[routing["layer"] == layer]).droplevel(1)
 counts = top1.value_counts().reindex(range(E), fill_value=0).tolist()
-st.markdown(F.legend_html(E, counts=counts), unsafe_allow_html=True)
-st.markdown(F.colored_text_html(trace.texts[doc], tokens, top1, E, tooltips=summary), unsafe_allow_html=True)
+st.markdown(figures.routing.legend_html(E, counts=counts), unsafe_allow_html=True)
+st.markdown(
+    figures.routing.colored_text_html(trace.texts[doc], tokens, top1, E, tooltips=summary), unsafe_allow_html=True
+)
 st.caption(f"{len(tokens):,} tokens · layer {layer} · hover a token to see its experts and gate weights")
 
 st.subheader("Token × layer grid")
-grid = st.plotly_chart(F.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select="rerun",
+grid = st.plotly_chart(figures.routing.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select="rerun",
                        selection_mode="points")  # fmt: skip
 session.follow_click(grid, "tr_token", len(tokens))  # clicking a cell selects that token below
 
 st.subheader("One token, step by step")
 i = st.number_input("Token index (or click the grid)", 0, len(tokens) - 1, key="tr_token")
 row = int(tokens.index[i])
-st.text(f"Token {i}: {F.short_token(tokens.loc[row, 'token_text'])!r} at layer {layer}")  # plain text: user string
+st.text(f"Token {i}: {tables.short_token(tokens.loc[row, 'token_text'])!r} at layer {layer}")  # plain text: user string
 if trace.scores is not None:
     rec = routing[(routing["token_row"] == row) & (routing["layer"] == layer)]  # what the model chose, by rank
     recorded = dict(zip(rec["expert"].astype(int), rec["weight"].astype(float)))
     bias = source.router_biases(step)[layer]
-    steps = F.routing_steps_table(trace.scores[row, layer], bias, trace.top_k, recorded=recorded)
+    steps = tables.routing_steps_table(trace.scores[row, layer], bias, trace.top_k, recorded=recorded)
     share = float(trace.token_layer.loc[row * L + layer, "shared_share"])
     flip = bool(rec["bias_flip"].any())
     if flip:  # recorded by the recorder (it replays group-limited routing without the bias)
         st.warning("The balancing bias changed this choice: an expert was picked only because of its bias.")
-    st.plotly_chart(F.routing_steps_figure(steps, shared_share=share), key="tr_steps")
+    st.plotly_chart(figures.routing.routing_steps_figure(steps, shared_share=share), key="tr_steps")
     downloads.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")
 
 st.subheader("Download the trace")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from analysis import figures, tables
 from app import cache, session, settings, training_jobs
-from app import figures as F
 
 st.title("Train a model")
 st.caption(
@@ -61,9 +61,11 @@ def live(job: dict) -> None:
     if hist is not None and len(hist):
         steps = hist["step"].to_numpy()
         c1, c2 = st.columns(2)
-        c1.plotly_chart(F.run_curves({out.name: (steps, hist["loss"].to_numpy())}, "Loss", "loss"), key="train_loss")
-        c2.plotly_chart(F.run_curves({out.name: F.maxvio_series(hist)}, "MaxVio_batch (mean of layers)", "MaxVio"),
-                        key="train_vio")  # fmt: skip
+        c1.plotly_chart(
+            figures.training.run_curves({out.name: (steps, hist["loss"].to_numpy())}, "Loss", "loss"), key="train_loss"
+        )
+        vio = {out.name: tables.maxvio_series(hist)}
+        c2.plotly_chart(figures.training.run_curves(vio, "MaxVio_batch (mean of layers)", "MaxVio"), key="train_vio")
         st.progress(min(1.0, steps[-1] / max(1, int(job["cmd"][job["cmd"].index("--steps") + 1]))))
     st.code(training_jobs.log_tail(job["log"]) or "(no output yet)", language=None)
     if code is not None and running:

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from analysis import sources
+from analysis import figures, sources, tables
 from app import cache, downloads, session
-from app import figures as F
 
 source, step = session.require_source(need_model=False)
 path = source.path
@@ -38,38 +37,38 @@ evals = {n: e for n, s in overlaid.items() if (e := s.eval_history()) is not Non
 
 loss = {n: (h["step"].to_numpy(), h["loss"].to_numpy()) for n, h in histories.items() if "loss" in h}
 val = {n: (e["step"].to_numpy(), e["val_loss"].to_numpy()) for n, e in evals.items() if "val_loss" in e}
-vio = {n: F.maxvio_series(h, layer) for n, h in histories.items()}
+vio = {n: tables.maxvio_series(h, layer) for n, h in histories.items()}
 c1, c2 = st.columns(2)
 with c1:
-    st.plotly_chart(F.run_curves(loss, "Training loss", "loss", smooth), key="td_loss")
-    downloads.download_csv(F.series_frame(loss, "loss"), "train_loss.csv")
+    st.plotly_chart(figures.training.run_curves(loss, "Training loss", "loss", smooth), key="td_loss")
+    downloads.download_csv(tables.series_frame(loss, "loss"), "train_loss.csv")
 with c2:
-    st.plotly_chart(F.run_curves(vio, f"MaxVio_batch, layer {layer}", "MaxVio", smooth), key="td_vio")
-    downloads.download_csv(F.series_frame(vio, "maxvio_batch"), f"maxvio_layer{layer}.csv")
+    st.plotly_chart(figures.training.run_curves(vio, f"MaxVio_batch, layer {layer}", "MaxVio", smooth), key="td_vio")
+    downloads.download_csv(tables.series_frame(vio, "maxvio_batch"), f"maxvio_layer{layer}.csv")
 if val:
-    st.plotly_chart(F.run_curves(val, "Validation loss", "val loss"), key="td_val")
-    downloads.download_csv(F.series_frame(val, "val_loss"), "val_loss.csv")
+    st.plotly_chart(figures.training.run_curves(val, "Validation loss", "val loss"), key="td_val")
+    downloads.download_csv(tables.series_frame(val, "val_loss"), "val_loss.csv")
 
 st.subheader(f"Run {names.get(path, path)}: experts at layer {layer}")
 c1, c2 = st.columns(2)
 with c1:
-    st.plotly_chart(F.load_share_curves(hist, layer), key="td_share")
+    st.plotly_chart(figures.training.load_share_curves(hist, layer), key="td_share")
 with c2:
-    st.plotly_chart(F.bias_curves(hist, layer), key="td_bias")
-steps, load = F.history_array(hist, "load")
+    st.plotly_chart(figures.training.bias_curves(hist, layer), key="td_bias")
+steps, load = tables.history_array(hist, "load")
 c1, c2 = st.columns(2)
 if load.ndim == 3:
     with c1:
-        table = F.matrix_frame(load[:, layer, :], "step", "expert", "load", rows=steps)
+        table = tables.matrix_frame(load[:, layer, :], "step", "expert", "load", rows=steps)
         downloads.download_csv(table, f"load_layer{layer}.csv", "Download load per step (CSV)")
 with c2:
     downloads.download_csv(
-        lambda: F.history_table(hist), "history.csv", "Download the whole history (CSV: losses, bias, …)"
+        lambda: tables.history_table(hist), "history.csv", "Download the whole history (CSV: losses, bias, …)"
     )
-aux = F.aux_series(hist)
+aux = tables.aux_series(hist)
 if aux:
-    st.plotly_chart(F.run_curves(aux, "Auxiliary balancing losses", "loss", smooth), key="td_aux")
-    downloads.download_csv(F.series_frame(aux, "value"), "aux_losses.csv")
+    st.plotly_chart(figures.training.run_curves(aux, "Auxiliary balancing losses", "loss", smooth), key="td_aux")
+    downloads.download_csv(tables.series_frame(aux, "value"), "aux_losses.csv")
 
 st.subheader("Routing at a checkpoint")
 ckpts = source.steps()
@@ -79,13 +78,13 @@ if ckpts and step is not None:
     trace = cache.eval_trace(source, step)
     if trace is not None:
         c1, c2 = st.columns(2)
-        load_LE = F.load_matrix(trace.routing, trace.n_layers, trace.n_experts)
-        c1.plotly_chart(F.load_heatmap(load_LE), key="td_load")
+        load_LE = tables.load_matrix(trace.routing, trace.n_layers, trace.n_experts)
+        c1.plotly_chart(figures.heatmaps.load_heatmap(load_LE), key="td_load")
         with c1:
-            downloads.download_csv(F.matrix_frame(load_LE, "layer", "expert", "load"), f"load_step{step}.csv")
-        spec = cache.specialization(cache.trace_key(source, step, trace), trace)
+            downloads.download_csv(tables.matrix_frame(load_LE, "layer", "expert", "load"), f"load_step{step}.csv")
+        spec = cache.specialization_tables(cache.trace_key(source, step, trace), trace)
         if spec is not None and layer < trace.n_layers:
             cells = spec[0][spec[0]["layer"] == layer]
             ratio = cells.pivot(index="label", columns="expert", values="ratio")
-            c2.plotly_chart(F.specialization_heatmap(ratio), key="td_spec")
+            c2.plotly_chart(figures.heatmaps.specialization_heatmap(ratio), key="td_spec")
         st.page_link(session.page_path("heatmaps"), label="More views of this checkpoint on Expert heatmaps", icon="➡️")

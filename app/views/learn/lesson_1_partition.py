@@ -2,39 +2,42 @@
 
 import streamlit as st
 
-from analysis import teaching
-from app import learn_figures as LF
-from app import learn_state as LS
+from analysis import figures, teaching
+from app import learn_state
 
 P = "l1"
-SPECS = {**LS.ROUTER_SPECS, "view": LS.Spec("top1", choices=("top1", "top2")), "seed": LS.Spec(0, 0, 9999)}
+SPECS = {
+    **learn_state.ROUTER_SPECS,
+    "view": learn_state.Spec("top1", choices=("top1", "top2")),
+    "seed": learn_state.Spec(0, 0, 9999),
+}
 
-params = LS.lesson_header("A router partitions input space", P, SPECS)
+params = learn_state.lesson_header("A router partitions input space", P, SPECS)
 st.markdown(
     "Each token reaches the MoE layer as a vector **x**. The router gives every expert *e* a logit "
     "**w_e · x**, turns the logits into scores (sigmoid or softmax), adds the expert's bias **b_e** and keeps "
     "the best *k*. Here **x** has just 2 dimensions and there are 4 experts, so we can colour the whole plane "
     "by the expert each point would go to. The arrows are the weight vectors **w_e**."
 )
-LS.router_controls(P)
+learn_state.router_controls(P)
 c1, c2, c3 = st.columns(3)
 c1.radio(
     "Regions",
     ["top1", "top2"],
-    key=LS.widget_key(P, "view"),
+    key=learn_state.widget_key(P, "view"),
     horizontal=True,
     format_func=lambda v: "top-1 expert" if v == "top1" else "top-2 pairs",
 )
-c2.radio("Scores", ["sigmoid", "softmax"], key=LS.widget_key(P, "score"), horizontal=True)
-c3.number_input("Sample seed", 0, 9999, key=LS.widget_key(P, "seed"))
-params = LS.get_params(P, SPECS)
+c2.radio("Scores", ["sigmoid", "softmax"], key=learn_state.widget_key(P, "score"), horizontal=True)
+c3.number_input("Sample seed", 0, 9999, key=learn_state.widget_key(P, "seed"))
+params = learn_state.get_params(P, SPECS)
 
-W, b = LS.weights_array(params)
+W, b = learn_state.weights_array(params)
 regions = teaching.decision_regions(W, b, params["score"], lim=3.0, n=121)
 points = teaching.token_batches(params["seed"], 1, 150, centre=(0.0, 0.0), spread=1.2)[0]
 topk, _, _ = teaching.route(points, W, b, 2, params["score"])
-st.plotly_chart(LF.regions_figure(regions, params["view"], W, points, topk[:, 0]), key="l1_regions")
-load = teaching.expert_load(topk[:, :1], LS.N_EXPERTS)
+st.plotly_chart(figures.lessons.regions_figure(regions, params["view"], W, points, topk[:, 0]), key="l1_regions")
+load = teaching.expert_load(topk[:, :1], learn_state.N_EXPERTS)
 st.caption(
     "Sample tokens per expert (top-1): "
     + ", ".join(f"E{e}: {int(n)}" for e, n in enumerate(load))
@@ -45,7 +48,7 @@ st.markdown(
     "intercept compares directions. The bias only shifts which expert *wins*; it bends the borders."
 )
 
-LS.predict_then_reveal(
+learn_state.predict_then_reveal(
     P,
     "With all biases at 0, you double every router weight. What happens to the top-1 regions?",
     ["The expert with the longest arrow grows", "Nothing: the regions stay the same", "The regions rotate"],
@@ -53,4 +56,4 @@ LS.predict_then_reveal(
     "Doubling every logit keeps their order (sigmoid and softmax are monotone), so every point keeps its "
     "winner. The scores get sharper, which matters for the gate weights, not for the choice.",
 )
-LS.write_params(P, SPECS)
+learn_state.write_params(P, SPECS)

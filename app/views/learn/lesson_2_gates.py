@@ -3,19 +3,18 @@
 import numpy as np
 import streamlit as st
 
-from analysis import teaching
-from app import learn_figures as LF
-from app import learn_state as LS
+from analysis import figures, tables, teaching
+from app import learn_state
 
 P = "l2"
 SPECS = {
-    **LS.ROUTER_SPECS,
-    "x": LS.Spec((0.8, 0.6), -3.0, 3.0),  # the token's 2-D input
-    "k": LS.Spec(2, 1, LS.N_EXPERTS),  # top-k
-    "shared": LS.Spec(True),  # with a shared expert
+    **learn_state.ROUTER_SPECS,
+    "x": learn_state.Spec((0.8, 0.6), -3.0, 3.0),  # the token's 2-D input
+    "k": learn_state.Spec(2, 1, learn_state.N_EXPERTS),  # top-k
+    "shared": learn_state.Spec(True),  # with a shared expert
 }
 
-params = LS.lesson_header("Top-k and gates", P, SPECS)
+params = learn_state.lesson_header("Top-k and gates", P, SPECS)
 st.markdown(
     "Pick a token and follow it through the router: **1.** logits **w_e · x** → **2.** scores (sigmoid or "
     "softmax) → **3.** add the bias and keep the top-*k* → **4.** gate weights, taken from the scores "
@@ -23,21 +22,21 @@ st.markdown(
     "of the chosen experts' outputs, plus the shared expert that every token goes through."
 )
 c1, c2, c3, c4 = st.columns(4)
-c1.slider("token x₁", -3.0, 3.0, step=0.05, key=LS.widget_key(P, "x", 0))
-c2.slider("token x₂", -3.0, 3.0, step=0.05, key=LS.widget_key(P, "x", 1))
-c3.slider("top-k", 1, LS.N_EXPERTS, key=LS.widget_key(P, "k"))
-c4.radio("Scores", ["sigmoid", "softmax"], key=LS.widget_key(P, "score"), horizontal=True)
-c4.toggle("Shared expert", key=LS.widget_key(P, "shared"))
-LS.router_controls(P, label="Router weights and biases (as in lesson 1)")
-params = LS.get_params(P, SPECS)
+c1.slider("token x₁", -3.0, 3.0, step=0.05, key=learn_state.widget_key(P, "x", 0))
+c2.slider("token x₂", -3.0, 3.0, step=0.05, key=learn_state.widget_key(P, "x", 1))
+c3.slider("top-k", 1, learn_state.N_EXPERTS, key=learn_state.widget_key(P, "k"))
+c4.radio("Scores", ["sigmoid", "softmax"], key=learn_state.widget_key(P, "score"), horizontal=True)
+c4.toggle("Shared expert", key=learn_state.widget_key(P, "shared"))
+learn_state.router_controls(P, label="Router weights and biases (as in lesson 1)")
+params = learn_state.get_params(P, SPECS)
 
-W, b = LS.weights_array(params)
+W, b = learn_state.weights_array(params)
 x = np.array(params["x"])
 steps = teaching.explain_token(
     x, W, b, params["k"], params["score"], shared_22=teaching.DEFAULT_SHARED if params["shared"] else None
 )
-st.plotly_chart(LF.gate_steps_figure(steps), key="l2_steps")
-st.dataframe(LF.gate_steps_table(steps, b), hide_index=True)
+st.plotly_chart(figures.lessons.gate_steps_figure(steps), key="l2_steps")
+st.dataframe(tables.gate_steps_table(steps, b), hide_index=True)
 chosen = ", ".join(f"E{e} × {g:.3f}" for e, g in zip(steps.chosen, steps.gates))
 st.markdown(
     f"**Chosen:** {chosen} · gate sum {steps.gates.sum():.3f} · output ({steps.output[0]:.3f}, {steps.output[1]:.3f})"
@@ -47,12 +46,13 @@ if steps.bias_flip:
 left, right = st.columns(2)
 regions = teaching.decision_regions(W, b, params["score"], lim=3.0, n=81)
 left.plotly_chart(
-    LF.regions_figure(regions, "top1", W, x[None], steps.chosen[:1], title="Where the token sits"), key="l2_regions"
+    figures.lessons.regions_figure(regions, "top1", W, x[None], steps.chosen[:1], title="Where the token sits"),
+    key="l2_regions",
 )
-right.plotly_chart(LF.output_figure(steps), key="l2_output")
+right.plotly_chart(figures.lessons.output_figure(steps), key="l2_output")
 st.caption("Toy experts rotate their input (E0 by 45°, E1 by 90°, …); the shared expert halves it.")
 
-LS.predict_then_reveal(
+learn_state.predict_then_reveal(
     P,
     "Sigmoid scores, top-2. You raise the bias of one of the two chosen experts. What happens to its gate weight?",
     ["It goes up", "It stays the same", "It goes down"],
@@ -60,4 +60,4 @@ LS.predict_then_reveal(
     "The bias is only used to choose experts. Gate weights come from the unbiased scores, so as long as the "
     "choice does not change, the gate weights do not move either (DeepSeek-V3).",
 )
-LS.write_params(P, SPECS)
+learn_state.write_params(P, SPECS)

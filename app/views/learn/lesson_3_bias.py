@@ -3,19 +3,18 @@
 import numpy as np
 import streamlit as st
 
-from analysis import teaching
-from app import learn_figures as LF
-from app import learn_state as LS
+from analysis import figures, teaching
+from app import learn_state
 
 P = "l3"
 RATES = (1e-4, 1e-3, 1e-2)  # slow / good / oscillating
 N_STEPS, BATCH, SHOWN = 600, 4096, 200  # steps simulated, tokens per step, tokens drawn per step
 PLAY_STRIDE, PLAY_PAUSE = 5, 0.4  # Play advances this many steps per rerun, pausing this many seconds
 SPECS = {
-    **LS.ROUTER_SPECS,
-    "u": LS.Spec(1e-3, choices=RATES),
-    "seed": LS.Spec(0, 0, 9999),
-    "step": LS.Spec(0, 0, N_STEPS),
+    **learn_state.ROUTER_SPECS,
+    "u": learn_state.Spec(1e-3, choices=RATES),
+    "seed": learn_state.Spec(0, 0, 9999),
+    "step": learn_state.Spec(0, 0, N_STEPS),
 }
 
 
@@ -23,49 +22,52 @@ SPECS = {
 def simulate(w: tuple, b0: tuple, score: str, seed: int) -> tuple[dict, np.ndarray]:
     """The three rates on the same seeded stream (top-2): {rate: BiasRun}, and a few tokens of each step."""
     batches = teaching.token_batches(seed, N_STEPS, BATCH)
-    W = np.array(w).reshape(LS.N_EXPERTS, 2)
+    W = np.array(w).reshape(learn_state.N_EXPERTS, 2)
     runs = {u: teaching.simulate_bias_rule(batches, W, np.array(b0), u, 2, score) for u in RATES}
     return runs, batches[:, :SHOWN].copy()
 
 
-params = LS.lesson_header("Imbalance and the bias rule", P, SPECS)
+params = learn_state.lesson_header("Imbalance and the bias rule", P, SPECS)
 st.markdown(
     "Real token streams are skewed: here the tokens sit in a small cloud that experts **E0** and **E1** "
     "both win, so with top-2 they get every token and E2, E3 idle. After each step the aux-loss-free rule "
     "(Wang et al. 2024, DeepSeek-V3) nudges every bias: **b_i ← b_i + u · sign(mean load − load_i)**. "
     "Overloaded experts go down, idle ones go up, until the load evens out. MaxVio = (max load − mean) / mean."
 )
-playing = LS.play_advance(P, N_STEPS, PLAY_STRIDE)  # before the Step widget is drawn
+playing = learn_state.play_advance(P, N_STEPS, PLAY_STRIDE)  # before the Step widget is drawn
 c1, c2, c3 = st.columns([2, 1, 1])
-c1.select_slider("Rate u", RATES, key=LS.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
-c2.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
-c3.number_input("Step", 0, N_STEPS, key=LS.widget_key(P, "step"))
-LS.step_buttons(P, N_STEPS, PLAY_STRIDE, PLAY_PAUSE)
-LS.router_controls(P, "Router weights (as in lesson 1) and biases at step 0", expanded=False)
-params = LS.get_params(P, SPECS)
+c1.select_slider("Rate u", RATES, key=learn_state.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
+c2.number_input("Stream seed", 0, 9999, key=learn_state.widget_key(P, "seed"))
+c3.number_input("Step", 0, N_STEPS, key=learn_state.widget_key(P, "step"))
+learn_state.step_buttons(P, N_STEPS, PLAY_STRIDE, PLAY_PAUSE)
+learn_state.router_controls(P, "Router weights (as in lesson 1) and biases at step 0", expanded=False)
+params = learn_state.get_params(P, SPECS)
 
 runs, shown = simulate(params["w"], params["b"], params["score"], params["seed"])
 run, step = runs[params["u"]], int(params["step"])
 bias = run.biases[step]
 load = run.loads[min(step, N_STEPS - 1)]
-cols = st.columns(LS.N_EXPERTS + 1)
+cols = st.columns(learn_state.N_EXPERTS + 1)
 cols[0].metric("MaxVio", f"{teaching.maxvio(load):.3f}")
-for e in range(LS.N_EXPERTS):
+for e in range(learn_state.N_EXPERTS):
     cols[e + 1].metric(f"bias b{e}", f"{bias[e]:+.4f}")
-W = np.array(params["w"]).reshape(LS.N_EXPERTS, 2)
+W = np.array(params["w"]).reshape(learn_state.N_EXPERTS, 2)
 tokens = shown[min(step, N_STEPS - 1)]
 topk, _, _ = teaching.route(tokens, W, bias, 2, params["score"])
 left, right = st.columns(2)
 regions = teaching.decision_regions(W, bias, params["score"], lim=1.2, n=121)
 left.plotly_chart(
-    LF.regions_figure(regions, "top2", W, tokens, topk[:, 0], title=f"Top-2 regions at step {step}"), key="l3_regions"
+    figures.lessons.regions_figure(regions, "top2", W, tokens, topk[:, 0], title=f"Top-2 regions at step {step}"),
+    key="l3_regions",
 )
-right.plotly_chart(LF.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"), key="l3_load")
-st.plotly_chart(LF.bias_figure(run.biases, step), key="l3_bias")
+right.plotly_chart(
+    figures.lessons.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"), key="l3_load"
+)
+st.plotly_chart(figures.lessons.bias_figure(run.biases, step), key="l3_bias")
 
 st.subheader("Three rates side by side, same stream")
 curves = {f"u = {u:g}": runs[u].maxvio for u in (1e-2, 1e-4, 1e-3)}  # the good rate drawn last, on top
-st.plotly_chart(LF.maxvio_figure(curves, 0.05, step), key="l3_rates")
+st.plotly_chart(figures.lessons.maxvio_figure(curves, 0.05, step), key="l3_rates")
 summary = []
 for u in RATES:
     s = teaching.steps_to_balance(runs[u].maxvio)
@@ -74,7 +76,7 @@ for u in RATES:
 st.markdown(" · ".join(summary))
 st.caption("Balanced = mean MaxVio over 20 steps below 0.05. Each step routes 4,096 fresh tokens (200 drawn).")
 
-LS.predict_then_reveal(
+learn_state.predict_then_reveal(
     P,
     "With u = 1e-2, what does MaxVio do once it first gets low?",
     ["It stays near 0", "It keeps bouncing up and down", "It climbs back to where it started"],
@@ -83,5 +85,5 @@ LS.predict_then_reveal(
     "balanced and unbalanced for many tokens, so the loads overshoot and swing back and forth. u = 1e-3 "
     "takes small enough steps to settle; u = 1e-4 would settle too, but takes ten times longer.",
 )
-LS.write_params(P, SPECS)
-LS.play_continue(P, playing, PLAY_PAUSE)
+learn_state.write_params(P, SPECS)
+learn_state.play_continue(P, playing, PLAY_PAUSE)

@@ -3,15 +3,18 @@
 import numpy as np
 import streamlit as st
 
-from analysis import teaching
-from app import learn_figures as LF
-from app import learn_state as LS
+from analysis import figures, tables, teaching
+from app import learn_state
 
 P = "l4"
 ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0, 3.0)
 RATES = (1e-4, 1e-3, 1e-2)
 N_STEPS, BATCH, SPREAD = 300, 1024, 0.6
-SPECS = {"alpha": LS.Spec(0.3, choices=ALPHAS), "u": LS.Spec(1e-3, choices=RATES), "seed": LS.Spec(0, 0, 9999)}
+SPECS = {
+    "alpha": learn_state.Spec(0.3, choices=ALPHAS),
+    "u": learn_state.Spec(1e-3, choices=RATES),
+    "seed": learn_state.Spec(0, 0, 9999),
+}
 
 
 @st.cache_data(show_spinner="Training the toy both ways…", max_entries=8)
@@ -24,7 +27,7 @@ def train_all(seed: int) -> dict:
     return out
 
 
-params = LS.lesson_header("Aux loss vs aux-loss-free", P, SPECS)
+params = learn_state.lesson_header("Aux loss vs aux-loss-free", P, SPECS)
 st.markdown(
     "Two ways to balance the same skewed stream (softmax router, top-2, 4 experts):\n"
     "- **Switch aux loss**: add **α · E · Σ_i f_i P_i** to the loss (f_i = share of routings to i, P_i = mean "
@@ -33,10 +36,10 @@ st.markdown(
     "- **Bias rule**: leave the weights alone and only shift the selection biases (lesson 3)."
 )
 c1, c2, c3 = st.columns(3)
-c1.select_slider("Aux loss α", ALPHAS, key=LS.widget_key(P, "alpha"), format_func=lambda a: f"{a:g}")
-c2.select_slider("Bias rate u", RATES, key=LS.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
-c3.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
-params = LS.get_params(P, SPECS)
+c1.select_slider("Aux loss α", ALPHAS, key=learn_state.widget_key(P, "alpha"), format_func=lambda a: f"{a:g}")
+c2.select_slider("Bias rate u", RATES, key=learn_state.widget_key(P, "u"), format_func=lambda u: f"{u:g}")
+c3.number_input("Stream seed", 0, 9999, key=learn_state.widget_key(P, "seed"))
+params = learn_state.get_params(P, SPECS)
 
 results = train_all(params["seed"])
 sw, bi = results[("switch", params["alpha"])], results[("bias", params["u"])]
@@ -52,18 +55,23 @@ for col, res, name in (
     m3.metric("‖W − W₀‖", f"{res.weight_change:.2f}")
     col.caption(f"Mean change of the router's scores: {res.score_change:.3f}")
 st.plotly_chart(
-    LF.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))}), key="l4_curves"
+    figures.lessons.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))}),
+    key="l4_curves",
 )
-st.plotly_chart(LF.tradeoff_figure(LF.tradeoff_rows(results)), key="l4_tradeoff")
+st.plotly_chart(figures.lessons.tradeoff_figure(tables.tradeoff_rows(results)), key="l4_tradeoff")
 left, right = st.columns(2)
-left.plotly_chart(LF.router_figure(sw.W, np.zeros(4), "softmax", title="Router after the aux loss"), key="l4_sw")
-right.plotly_chart(LF.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule"), key="l4_b")
+left.plotly_chart(
+    figures.lessons.router_figure(sw.W, np.zeros(4), "softmax", title="Router after the aux loss"), key="l4_sw"
+)
+right.plotly_chart(
+    figures.lessons.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule"), key="l4_b"
+)
 st.caption(
     f"Each run: {N_STEPS} steps of {BATCH:,} tokens. Both must re-route some tokens to balance; only the "
     "aux loss also changes the scores that become every token's gate weights."
 )
 
-LS.predict_then_reveal(
+learn_state.predict_then_reveal(
     P,
     "Which method reaches a low MaxVio without changing any token's router scores?",
     ["The Switch aux loss with a large α", "The bias rule", "Neither: balance always changes the scores"],
@@ -72,4 +80,4 @@ LS.predict_then_reveal(
     "The aux loss balances by bending the router weights themselves, and a large α fights the real objective "
     "(here it even overshoots at α = 3).",
 )
-LS.write_params(P, SPECS)
+learn_state.write_params(P, SPECS)

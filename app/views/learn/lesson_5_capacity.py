@@ -4,20 +4,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis import teaching
-from app import learn_figures as LF
-from app import learn_state as LS
+from analysis import figures, teaching
+from app import learn_state
 
 P = "l5"
 SPECS = {
-    **LS.ROUTER_SPECS,
-    "cap": LS.Spec(1.0, 0.25, 2.0),  # capacity factor C
-    "tokens": LS.Spec(32, 8, 64),  # tokens in the batch
-    "k": LS.Spec(2, 1, 2),  # top-k
-    "seed": LS.Spec(0, 0, 9999),
+    **learn_state.ROUTER_SPECS,
+    "cap": learn_state.Spec(1.0, 0.25, 2.0),  # capacity factor C
+    "tokens": learn_state.Spec(32, 8, 64),  # tokens in the batch
+    "k": learn_state.Spec(2, 1, 2),  # top-k
+    "seed": learn_state.Spec(0, 0, 9999),
 }
 
-params = LS.lesson_header("Capacity and dropped tokens", P, SPECS)
+params = learn_state.lesson_header("Capacity and dropped tokens", P, SPECS)
 st.markdown(
     "Some MoE implementations (Switch, GShard) give every expert a fixed **capacity** per batch: "
     "**ceil(C · T · k / E)** tokens, with capacity factor C, T tokens, top-k and E experts. Tokens are served "
@@ -25,26 +24,26 @@ st.markdown(
     "only the residual path). DeepSeek-V3 drops nothing, which is why it needs good balance instead."
 )
 c1, c2, c3, c4 = st.columns(4)
-c1.slider("Capacity factor C", 0.25, 2.0, step=0.05, key=LS.widget_key(P, "cap"))
-c2.slider("Tokens T", 8, 64, key=LS.widget_key(P, "tokens"))
-c3.radio("top-k", [1, 2], key=LS.widget_key(P, "k"), horizontal=True)
-c4.number_input("Stream seed", 0, 9999, key=LS.widget_key(P, "seed"))
-LS.router_controls(P, "Router (as in lesson 1)", expanded=False)
-params = LS.get_params(P, SPECS)
+c1.slider("Capacity factor C", 0.25, 2.0, step=0.05, key=learn_state.widget_key(P, "cap"))
+c2.slider("Tokens T", 8, 64, key=learn_state.widget_key(P, "tokens"))
+c3.radio("top-k", [1, 2], key=learn_state.widget_key(P, "k"), horizontal=True)
+c4.number_input("Stream seed", 0, 9999, key=learn_state.widget_key(P, "seed"))
+learn_state.router_controls(P, "Router (as in lesson 1)", expanded=False)
+params = learn_state.get_params(P, SPECS)
 
-W, b = LS.weights_array(params)
+W, b = learn_state.weights_array(params)
 T, k = int(params["tokens"]), int(params["k"])
 x = teaching.token_batches(params["seed"], 1, T, spread=0.6)[0]  # the same skewed stream as lesson 4
 topk, _, _ = teaching.route(x, W, b, k, params["score"])
-keep = teaching.capacity_keep(topk, LS.N_EXPERTS, params["cap"])
-cap = teaching.capacity(T, k, LS.N_EXPERTS, params["cap"])
+keep = teaching.capacity_keep(topk, learn_state.N_EXPERTS, params["cap"])
+cap = teaching.capacity(T, k, learn_state.N_EXPERTS, params["cap"])
 m1, m2, m3 = st.columns(3)
 m1.metric("Capacity per expert", cap)
 m2.metric("Routings dropped", f"{int((~keep).sum())} of {keep.size}")
 m3.metric("Tokens losing every expert", int((~keep).all(axis=1).sum()))
-st.plotly_chart(LF.capacity_figure(topk, keep, cap), key="l5_capacity")
-load = teaching.expert_load(topk, LS.N_EXPERTS)
-st.plotly_chart(LF.load_figure(load, f"Demand per expert (capacity {cap})"), key="l5_load")
+st.plotly_chart(figures.lessons.capacity_figure(topk, keep, cap), key="l5_capacity")
+load = teaching.expert_load(topk, learn_state.N_EXPERTS)
+st.plotly_chart(figures.lessons.load_figure(load, f"Demand per expert (capacity {cap})"), key="l5_load")
 dropped = np.flatnonzero(~keep.all(axis=1))
 if len(dropped):
     table = pd.DataFrame(
@@ -58,7 +57,7 @@ if len(dropped):
 else:
     st.success("No token is dropped at this capacity factor.")
 
-LS.predict_then_reveal(
+learn_state.predict_then_reveal(
     P,
     "An expert is wanted by more tokens than its capacity. Which of them are dropped?",
     ["A random subset", "The ones with the lowest gate weight", "The ones that come last in the batch"],
@@ -66,4 +65,4 @@ LS.predict_then_reveal(
     "Tokens are served in position order, so the first `capacity` tokens fill the expert and the later ones "
     "are dropped — a token's fate depends on where it sits in the batch, not on how much it wanted the expert.",
 )
-LS.write_params(P, SPECS)
+learn_state.write_params(P, SPECS)

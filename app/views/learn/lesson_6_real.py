@@ -6,12 +6,11 @@ import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from analysis import teaching
-from app import cache, figures, session
-from app import learn_state as LS
+from analysis import figures, teaching
+from app import cache, learn_state, session
 
 P = "l6"
-SPECS = {"layer": LS.Spec(0, 0, 63)}
+SPECS = {"layer": learn_state.Spec(0, 0, 63)}
 LINKS = [  # (page file / url path, label, what to look at)
     ("token_routing", "Token routing", "every token's scores, + bias, top-k and gate weights: lesson 2 on real text"),
     ("heatmaps", "Expert heatmaps", "the load of each expert per layer and what each expert specialises in"),
@@ -32,7 +31,7 @@ def find_run() -> tuple[str | None, str | None]:
     return next(iter(runs.items()), (None, None))
 
 
-params = LS.lesson_header("From toy to real", P, SPECS)
+params = learn_state.lesson_header("From toy to real", P, SPECS)
 st.markdown(
     "The real model routes 256-dimensional hidden states instead of 2-D points, with one router per MoE layer, "
     "but every step is the same: logits → scores → + bias → top-k → gate weights, and the same bias rule "
@@ -49,9 +48,9 @@ if row is None or not row.get("load"):
     )
 else:
     load_LE = np.asarray(row["load"], dtype=float)
-    st.session_state[LS.widget_key(P, "layer")] = min(layer, len(load_LE) - 1)  # fit this model's layers
-    st.number_input("MoE layer", 0, len(load_LE) - 1, key=LS.widget_key(P, "layer"))
-    layer = int(LS.get_params(P, SPECS)["layer"])
+    st.session_state[learn_state.widget_key(P, "layer")] = min(layer, len(load_LE) - 1)  # fit this model's layers
+    st.number_input("MoE layer", 0, len(load_LE) - 1, key=learn_state.widget_key(P, "layer"))
+    layer = int(learn_state.get_params(P, SPECS)["layer"])
     st.text(f"Run {name}, training step {row.get('step', '?')} (the last logged batch).")  # plain text: a user string
     m = st.columns(3)
     m[0].metric(f"MaxVio_batch, layer {layer}", f"{teaching.maxvio(load_LE[layer]):.3f}")
@@ -59,7 +58,7 @@ else:
     if layer < len(bias):
         m[1].metric("bias range", f"{bias[layer].min():+.4f} … {bias[layer].max():+.4f}")
     m[2].metric("experts", load_LE.shape[1])
-    st.plotly_chart(figures.load_heatmap(load_LE), key="l6_load")
+    st.plotly_chart(figures.heatmaps.load_heatmap(load_LE), key="l6_load")
 
 st.subheader("Open the real thing")
 for page, label, what in LINKS:
@@ -70,7 +69,7 @@ for page, label, what in LINKS:
         st.markdown(f"[{label} (layer {layer})]({page}?{urlencode(query)})")
     st.caption(what)
 
-LS.predict_then_reveal(
+learn_state.predict_then_reveal(
     P,
     "In the real model, is the bias used to compute the gate weights?",
     ["Yes, the gates come from score + bias", "No, only to choose the experts"],
@@ -78,4 +77,4 @@ LS.predict_then_reveal(
     "Same as the toy: DeepSeek-V3 adds the bias only for the top-k choice; the Token routing page flags the "
     "tokens whose choice the bias changed.",
 )
-LS.write_params(P, SPECS)
+learn_state.write_params(P, SPECS)
