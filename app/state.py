@@ -179,7 +179,7 @@ def get_tokenizer(path: str):
 @st.cache_resource(show_spinner="Loading the Hugging Face model…", max_entries=2)
 def get_hf(path: str):
     """A local Hugging Face MoE folder loaded through analysis.hf_adapter ($MOE_EXPLORER_HF_DEVICE/_DTYPE)."""
-    from analysis.hf_adapter import load_hf_model
+    from analysis.hf import load_hf_model
 
     device = os.environ.get("MOE_EXPLORER_HF_DEVICE", "auto")
     return load_hf_model(path, device=device, dtype=os.environ.get("MOE_EXPLORER_HF_DTYPE", "auto"))
@@ -299,13 +299,13 @@ def text_hash(text: str) -> str:
 @st.cache_data(show_spinner=False, max_entries=8)  # a 20k-token trace is tens of MB: keep a few
 def route_docs(path: str, step: int | None, key: str, _docs: tuple[tuple[str, str, str], ...]):
     """RoutingTrace of docs (doc_id, label, text) through the model at `step`; cached by `key` (their hash)."""
-    from analysis.recorder import record
+    from analysis.recording import record
     from moe_core.corpus import Doc
 
     docs = [Doc(text=t, label=lab, source="app", doc_id=d) for d, lab, t in _docs]
     labels = [d.label for d in docs]
     if is_hf(path):
-        from analysis.hf_adapter import record_hf
+        from analysis.recording import record_hf
 
         return record_hf(get_hf(path), docs, labels=labels, meta={"run": Path(path).name})
     meta = {"run": Path(path).name, "step": step}
@@ -326,7 +326,7 @@ def route_trace(path: str, step: int | None, docs: list[tuple[str, str, str]]):
 def _spans(path: str, text: str) -> list[tuple[int, int]]:
     """Character spans of the tokens of `text` under the model's tokenizer."""
     if is_hf(path):
-        from analysis.hf_adapter import tokenize
+        from analysis.hf import tokenize
 
         return tokenize(get_hf(path).tokenizer, text)[1]
     from moe_core.tokenizer import encode_with_offsets

@@ -8,7 +8,7 @@ from moe_core import count_parameters
 
 path, step = state.require_run(need_model=False)
 if state.is_hf(path):
-    from analysis.hf_adapter import hf_folder_info
+    from analysis.hf import hf_folder_info
 
     info = hf_folder_info(path)
     st.title(f"Hugging Face model: {info['model_id']}")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.recorder import record
+from analysis.recording import record
 from app import state
 from moe_core.files import read_jsonl
 from moe_core.run import load_run
@@ -53,7 +53,7 @@ TEXTS = [f"session {i}: " + word * (i + 2) for i, word in enumerate(["alpha ", "
 
 def test_four_sessions_route_at_once_on_one_cached_model(rel_app_env):
     """What 4 browser sessions do at the same moment: each session's script thread routes its own text
-    through the one cached model (app.state.route_text -> analysis.recorder.record). Without the recorder's
+    through the one cached model (app.state.route_text -> analysis.recording.record). Without the recorder's
     per-model lock the hooks of one recording captured the other sessions' tokens."""
     path = str(rel_app_env)
     state.route_docs.clear()  # every call below really records

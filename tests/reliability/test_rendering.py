@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.report import build_report
 
 PAYLOADS = [
