@@ -9,6 +9,9 @@ Inputs are the RoutingTrace tables (docs/ARCHITECTURE.md), never the RoutingTrac
 
 Shape legend: T tokens, L MoE layers, K experts per token (top-k), E experts. "Per layer" results have a
 leading L axis (or a `layer` column); nothing is averaged over layers unless the name says so.
+
+Expert load, MaxVio and router entropy have one copy, on tensors, in `moe_core.routing_stats` (training, both
+recorders and this module agree by construction): here they are called through `torch.from_numpy`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+
+from moe_core import routing_stats
 
 # --- dense view of the routing table ------------------------------------------------------------------
 
@@ -84,12 +90,16 @@ def expert_load(experts: np.ndarray | pd.DataFrame, n_experts: int) -> np.ndarra
     """(L, E) int64, per layer: load[l, i] = number of tokens whose top-k at layer l contains expert i.
 
     load[l, i] = sum_t sum_r [experts[t, l, r] == i]  (a token's top-k experts are distinct).
-    Each row sums to T*K.
+    Each row sums to T*K. Counted by `routing_stats.expert_counts` over flat (layer, expert) indices; its float32
+    counts are exact up to 2**24 tokens (ValueError above).
     """
     e_TLK = as_experts(experts)
     T, L, K = e_TLK.shape
-    key = np.arange(L)[None, :, None] * n_experts + e_TLK  # (T, L, K) flat (layer, expert) index
-    return np.bincount(key.ravel(), minlength=L * n_experts).reshape(L, n_experts)
+    if T > 2**24:
+        raise ValueError(f"{T:,} tokens: expert counts are exact only up to 2**24 tokens; split the trace")
+    key_TLK = np.arange(L)[None, :, None] * n_experts + e_TLK  # flat (layer, expert) index
+    counts = routing_stats.expert_counts(torch.from_numpy(np.ascontiguousarray(key_TLK)), L * n_experts)
+    return counts.numpy().astype(np.int64).reshape(L, n_experts)
 
 
 def load_share(load_LE: np.ndarray) -> np.ndarray:
@@ -100,11 +110,11 @@ def load_share(load_LE: np.ndarray) -> np.ndarray:
 
 
 def max_vio(load_LE: np.ndarray) -> np.ndarray:
-    """(L,), per layer: MaxVio = (max_i load_i - mean_i load_i) / mean_i load_i  (0 = perfectly balanced)."""
-    load = np.asarray(load_LE, dtype=np.float64)
-    mean = load.mean(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (load.max(axis=-1) - mean) / mean
+    """(L,), per layer: MaxVio = (max_i load_i - mean_i load_i) / mean_i load_i  (0 = perfectly balanced).
+
+    0 also for a layer with no load at all (mean 0), as `routing_stats.max_violation`, which computes it."""
+    load = torch.from_numpy(np.array(load_LE, dtype=np.float64))
+    return routing_stats.max_violation(load).numpy()
 
 
 def load_cv(load_LE: np.ndarray) -> np.ndarray:
@@ -134,21 +144,19 @@ def dead_experts(load_LE: np.ndarray) -> np.ndarray:
 
 
 def router_entropy(scores_TLE: np.ndarray, normalise: bool = False) -> np.ndarray:
-    """(T, L), per token and layer: H = -sum_i p_i ln p_i (nats), p_i = s_i / sum_j s_j over ALL E experts.
+    """(T, L) float64, per token and layer: H = -sum_i p_i ln p_i (nats), p_i = s_i / sum_j s_j over ALL E experts.
 
     Scores are renormalised to sum 1 first (sigmoid scores don't; softmax scores already do), so they must be
-    non-negative. With `normalise=True` the result is divided by ln E (1 = uniform router).
+    non-negative; 0 ln 0 = 0 (an all-zero score row has H = 0). With `normalise=True` the result is divided by
+    ln E (1 = uniform router). Computed by `routing_stats.router_entropy` (float32 stays float32 there: memory).
     """
     s = np.asarray(scores_TLE)
-    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)  # float32 stays float32 (memory)
+    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
     if s.ndim != 3:
         raise ValueError(f"scores must have shape (T, L, E), got {s.shape}")
     if s.min(initial=0.0) < 0:
         raise ValueError("router_entropy needs non-negative scores (probabilities or sigmoid scores)")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = s / s.sum(axis=-1, keepdims=True)
-        plogp = p * np.log(np.maximum(p, np.finfo(p.dtype).tiny))  # 0 * log(tiny) = 0: 0 log 0 = 0
-        h = -plogp.sum(axis=-1, dtype=np.float64)
+    h = routing_stats.router_entropy(torch.from_numpy(np.ascontiguousarray(s))).numpy().astype(np.float64)
     return h / math.log(s.shape[-1]) if normalise else h
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.projections import ProjectionParams, project, warm_up_umap
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.trace import RoutingTrace, load
 from moe_core.run import Run, load_run, load_weights, save_weights
 

@@ -20,6 +20,9 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from moe_core import routing_stats
 
 SCORE_FUNCS = ("sigmoid", "softmax")
 
@@ -185,15 +188,15 @@ def token_batches(
 
 
 def expert_load(topk_TK: np.ndarray, n_experts: int) -> np.ndarray:
-    """(E,) load_i = number of tokens whose top-k contains expert i."""
-    return np.bincount(np.asarray(topk_TK).ravel(), minlength=n_experts).astype(float)
+    """(E,) load_i = number of tokens whose top-k contains expert i (`routing_stats.expert_counts`)."""
+    topk_TK = torch.as_tensor(np.asarray(topk_TK, dtype=np.int64))
+    return routing_stats.expert_counts(topk_TK, n_experts).numpy().astype(float)
 
 
 def maxvio(load_E: np.ndarray) -> float:
-    """MaxVio = (max_i load_i - mean load) / mean load; 0 is perfectly balanced."""
-    load_E = np.asarray(load_E, dtype=float)
-    mean = load_E.mean()
-    return float((load_E.max() - mean) / mean) if mean > 0 else 0.0
+    """MaxVio = (max_i load_i - mean load) / mean load; 0 is perfectly balanced (and nothing routed).
+    Computed by `routing_stats.max_violation`."""
+    return float(routing_stats.max_violation(torch.as_tensor(np.asarray(load_E, dtype=float))))
 
 
 @dataclass

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import moe_core  # noqa: E402
-from analysis.recorder import RoutingRecorder, record  # noqa: E402
+from analysis.recording import RoutingRecorder, record  # noqa: E402
 from moe_core.tokenizer import encode_with_offsets, train_tokenizer  # noqa: E402
 
 

@@ -97,7 +97,7 @@ def part_experts(device: str, dtype, tokens: int = 8192) -> None:
 
 
 def part_recorder(tokens: int = 4000) -> None:
-    from analysis.recorder import record
+    from analysis.recording import record
     from moe_core import build_model
     from moe_core.corpus import Doc
 

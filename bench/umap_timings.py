@@ -36,7 +36,7 @@ SHIPPED = ROOT / "sample_data" / "default_run"
 
 def router_trace(run: Path, points: int):
     """The run's eval documents recorded with `points` router inputs kept (final checkpoint)."""
-    from analysis.recorder import record
+    from analysis.recording import record
     from moe_core.run import load_run
 
     r = load_run(run)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analysis.projections import ProjectionParams, project
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.trace import load
 from moe_core.paths import SAMPLE_DATA, default_run_path
 from moe_core.run import load_run

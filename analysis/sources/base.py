@@ -39,6 +39,13 @@ class Capability:
 YES = Capability(True)
 
 
+def as_docs(docs: Sequence[DocTuple]) -> list:
+    """(doc_id, label, text) tuples -> `moe_core.corpus.Doc`s, what the recorders take."""
+    from moe_core.corpus import Doc
+
+    return [Doc(text=text, label=label, source="app", doc_id=doc_id) for doc_id, label, text in docs]
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a source can give. Each field is truthy when available; `.reason` explains an absent one."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.sources.base import YES, Capabilities, Capability, DocTuple, ModelCard
+from analysis.sources.base import YES, Capabilities, Capability, DocTuple, ModelCard, as_docs
 
 NO_STEPS = "Hugging Face model: one set of weights, no checkpoints or training history."
 NO_HISTORY = "Imported Hugging Face models come without training history; choose one of our runs in the sidebar."
@@ -21,15 +21,8 @@ NO_STORED = "A Hugging Face folder has no recorded traces: its routing is record
 NO_EVAL_DOCS = "A Hugging Face folder has no held-out labelled documents: the built-in samples stand in."
 
 
-def hf_adapter():
-    """analysis.hf_adapter, imported on first use (it imports torch; transformers loads with a model)."""
-    from analysis import hf_adapter
-
-    return hf_adapter
-
-
 class HFSource:
-    """A local Hugging Face MoE folder; loaded with `hf_adapter.load_hf_model(path, device, dtype)`."""
+    """A local Hugging Face MoE folder; loaded with `analysis.hf.load_hf_model(path, device, dtype)` on first use."""
 
     kind = "hf"
 
@@ -48,7 +41,9 @@ class HFSource:
     def info(self) -> dict[str, Any]:
         """hf_folder_info of the folder (read once; never raises: `supported` and `reason` say what is wrong)."""
         if self._info is None:
-            self._info = hf_adapter().hf_folder_info(self.path)
+            from analysis.hf.folder import hf_folder_info  # no torch: discovery stays fast
+
+            self._info = hf_folder_info(self.path)
         return self._info
 
     @property
@@ -56,7 +51,9 @@ class HFSource:
         """The loaded `HFMoEModel` (loaded once, on first use)."""
         with self._lock:
             if self._hf is None:
-                self._hf = hf_adapter().load_hf_model(self.path, device=self.device, dtype=self.dtype)
+                from analysis.hf.loading import load_hf_model
+
+                self._hf = load_hf_model(self.path, device=self.device, dtype=self.dtype)
             return self._hf
 
     @property
@@ -90,7 +87,9 @@ class HFSource:
         return None
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return hf_adapter().tokenize(self.hf.tokenizer, text)[1]
+        from analysis.hf.loading import tokenize
+
+        return tokenize(self.hf.tokenizer, text)[1]
 
     def record(
         self,
@@ -101,11 +100,9 @@ class HFSource:
         """The routing of `docs` (`step` must be None: the folder has one set of weights)."""
         if step is not None:
             raise ValueError(f"{self.name} has no checkpoints (asked for step {step})")
-        from moe_core.corpus import Doc
+        from analysis.recording import record_hf
 
-        docs = [Doc(text=text, label=label, source="app", doc_id=doc_id) for doc_id, label, text in docs]
-        labels = [d.label for d in docs]
-        return hf_adapter().record_hf(self.hf, docs, labels=labels, meta={"run": self.name}, progress=progress)
+        return record_hf(self.hf, as_docs(docs), meta={"run": self.name}, progress=progress)
 
     def router_biases(self, step: int | None) -> np.ndarray:
         """e_score_correction_bias where the family has one; zeros for the other routers."""

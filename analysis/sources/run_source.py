@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.sources.base import YES, Capabilities, Capability, DocTuple, ModelCard, sorted_frame
+from analysis.sources.base import YES, Capabilities, Capability, DocTuple, ModelCard, as_docs, sorted_frame
 
 NO_CHECKPOINT = (
     "This run has no checkpoint: it is still training (the first one appears when training reaches it), "
@@ -127,13 +127,10 @@ class RunSource:
         step: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ):
-        from analysis.recorder import record
-        from moe_core.corpus import Doc
+        from analysis.recording import record
 
-        docs = [Doc(text=text, label=label, source="app", doc_id=doc_id) for doc_id, label, text in docs]
-        labels = [d.label for d in docs]
         meta = {"run": Path(self.path).name, "step": step}
-        return record(self.model(step), self.tokenizer, docs, labels=labels, meta=meta, progress=progress)
+        return record(self.model(step), self.tokenizer, as_docs(docs), meta=meta, progress=progress)
 
     def router_biases(self, step: int | None) -> np.ndarray:
         return self.model(step).router_biases().detach().cpu().numpy()

@@ -1,4 +1,4 @@
-"""Tiny hand-made routing tables and training history for the table and figure tests."""
+"""Fixtures of the analysis tests: tiny hand-made routing tables and history, tiny HF checkpoints."""
 
 import pandas as pd
 import pytest
@@ -43,3 +43,14 @@ def tiny_history():
             "maxvio_batch": [[0.5], [0.0]],
         }
     )
+
+
+@pytest.fixture(scope="session")
+def hf_folders(tmp_path_factory):
+    """family -> folder of a tiny random checkpoint of every supported Hugging Face family (needs transformers)."""
+    pytest.importorskip("transformers", reason="the HF adapter needs the optional extra: pip install .[hf]")
+    from analysis.hf import FAMILIES
+    from tests.hf_fixtures import save_tiny_hf_model
+
+    root = tmp_path_factory.mktemp("hf")
+    return {family: save_tiny_hf_model(root / family, family) for family in FAMILIES}

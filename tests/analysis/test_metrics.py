@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from analysis import metrics as m
+from moe_core import routing_stats
 
 E = 4
 # experts[t][l] = top-k of token t at layer l, rank 0 first
@@ -85,6 +87,25 @@ def test_load_share_max_vio_cv():
     assert np.allclose(m.load_cv(LOAD), [math.sqrt(2) / 3, math.sqrt(5) / 3])
 
 
+def test_max_vio_of_an_empty_layer_is_zero_and_comes_from_routing_stats():
+    """One copy: metrics calls moe_core.routing_stats on the numpy load. A layer with no load has MaxVio 0
+    (it was NaN before the one copy; routing_stats returns 0 when the mean load is 0)."""
+    load = np.array([[4, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])  # by hand: (4-1)/1, empty, balanced
+    np.testing.assert_array_equal(m.max_vio(load), [3.0, 0.0, 0.0])
+    assert m.max_vio(load).dtype == np.float64
+    np.testing.assert_array_equal(m.max_vio(load), routing_stats.max_violation(torch.tensor(load)).numpy())
+
+
+def test_expert_load_counts_per_layer_by_hand():
+    e_TLK = np.array([[[0, 1], [2, 3]], [[1, 0], [2, 1]], [[1, 3], [0, 2]]])  # T=3, L=2, K=2, E=4
+    load = m.expert_load(e_TLK, 4)
+    # layer 0: expert 0 in tokens 0,1; expert 1 in 0,1,2; expert 3 in 2. layer 1: 2 in all three; 3, 1, 0 once
+    np.testing.assert_array_equal(load, [[2, 3, 0, 1], [1, 1, 3, 1]])
+    assert load.dtype == np.int64
+    per_layer = [routing_stats.expert_counts(torch.from_numpy(e_TLK[:, l]), 4).numpy() for l in range(2)]
+    np.testing.assert_array_equal(load, per_layer)
+
+
 def test_load_entropy_by_hand_and_extremes():
     h0 = -(5 / 12 * math.log(5 / 12) + 2 * 3 / 12 * math.log(3 / 12) + 1 / 12 * math.log(1 / 12)) / math.log(4)
     h1 = -(1 / 3 * math.log(1 / 3) + 1 / 2 * math.log(1 / 2) + 1 / 6 * math.log(1 / 6)) / math.log(4)  # 0 log 0 = 0
@@ -115,6 +136,9 @@ def test_router_entropy_per_token_and_layer():
     assert np.allclose(m.router_entropy_per_layer(scores), [math.log(2) / 2, math.log(4)])
     with pytest.raises(ValueError, match="non-negative"):
         m.router_entropy(-scores)
+    # one copy: the same numbers as moe_core.routing_stats, and 0 for an all-zero row (0 ln 0 = 0)
+    np.testing.assert_allclose(h, routing_stats.router_entropy(torch.from_numpy(scores)).numpy())
+    assert m.router_entropy(np.zeros((1, 1, 4))).tolist() == [[0.0]]
 
 
 def test_bias_flip_rate_per_pair_and_per_token():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import moe_core
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.report import build_report
 from analysis.tables import domain_share_ratio
 from analysis.trace import load
@@ -150,7 +150,7 @@ def test_build_report_without_history_and_share_ratio(tiny_run):
 
 def test_route_and_report_with_a_hugging_face_folder(tmp_path, capsys):
     pytest.importorskip("transformers")
-    from analysis.hf_adapter import save_tiny_hf_model
+    from tests.hf_fixtures import save_tiny_hf_model
 
     folder = save_tiny_hf_model(tmp_path / "olmoe", "olmoe")
     out = tmp_path / "hf.parquet"

@@ -13,7 +13,7 @@ from analysis import balancing_study as B
 from analysis import findings
 from analysis import shipped_run as SR
 from analysis.projections import ProjectionParams, project
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.trace import load
 from moe_core.run import load_run
 from tests.app.conftest import STEPS, make_tiny_run

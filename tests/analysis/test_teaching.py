@@ -82,6 +82,8 @@ def test_load_maxvio_and_helpers_by_hand():
     assert t.expert_load(np.array([[0, 1], [0, 2]]), 4).tolist() == [2, 1, 1, 0]
     assert t.maxvio([3, 1]) == pytest.approx(0.5)  # mean 2, max 3
     assert t.maxvio([2, 2, 2]) == 0.0
+    assert t.maxvio([0, 0, 0]) == 0.0  # nothing routed: 0, as moe_core.routing_stats.max_violation
+    assert t.expert_load(np.zeros((0, 2), np.int64), 3).tolist() == [0.0, 0.0, 0.0]
     assert t.steps_to_balance([1, 1, 0.01, 0.01, 0.2], threshold=0.05, window=2) == 2
     assert t.steps_to_balance([1, 1], window=2) is None
     assert t.sign_flip_rate(np.array([[0.0], [1.0], [0.0], [1.0]])) == 1.0  # +, -, +

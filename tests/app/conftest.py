@@ -75,7 +75,7 @@ def make_tiny_run(path: Path, name: str = "tiny-test", record_trace: bool = True
         for i, (label, text) in enumerate(EVAL_DOCS):
             f.write(json.dumps({"doc_id": i, "label": label, "text": text}) + "\n")
     if record_trace:  # the last checkpoint has a stored trace; the first one is recorded by the app
-        from analysis.recorder import record
+        from analysis.recording import record
         from moe_core.run import load_run
 
         run = load_run(path)
@@ -87,7 +87,7 @@ def make_tiny_run(path: Path, name: str = "tiny-test", record_trace: bool = True
 def make_tiny_hf(path: Path) -> Path:
     """A tiny random DeepSeek-V3 model (sigmoid scores, correction bias, shared expert) saved as a Hugging Face
     folder with a locally trained tokenizer. Needs transformers (the optional `hf` extra)."""
-    from analysis.hf_adapter import save_tiny_hf_model
+    from tests.hf_fixtures import save_tiny_hf_model
 
     torch.manual_seed(0)
     return save_tiny_hf_model(path, "deepseek_v3", bias=torch.randn(8) * 0.1)

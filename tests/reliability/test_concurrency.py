@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.sources import discover_sources
 from app import cache, session, training_jobs
 from moe_core.files import read_jsonl

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from analysis.projections import MAX_POINTS, ProjectionParams, project
-from analysis.recorder import record
+from analysis.recording import record
 from app import cache, session, uploads
 from tests.reliability.conftest import REPO
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis import figures, tables
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.report import build_report
 
 PAYLOADS = [

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from analysis import metrics
-from analysis.recorder import record
+from analysis.recording import record
 from analysis.trace import load as load_trace
 from moe_core.tokenizer import EOT, encode_with_offsets
 

@@ -1,11 +1,11 @@
-"""The recorder captures exactly what the router computes, removes its hooks, windows long documents."""
+"""The native recorder captures exactly what the router computes, removes its hooks, windows long documents."""
 
 import numpy as np
 import pytest
 import torch
 
 import moe_core
-from analysis.recorder import RoutingRecorder, record, window_batches
+from analysis.recording import RoutingRecorder, record
 from moe_core.tokenizer import encode_with_offsets, train_tokenizer
 
 TEXTS = [
@@ -137,14 +137,6 @@ def test_batching_does_not_change_routing(model, tok):
         together.routing["weight"], np.concatenate([t.routing["weight"] for t in one_by_one]), rtol=1e-5, atol=1e-6
     )
     assert together.tokens["doc_id"].unique().tolist() == ["0", "1", "2"]
-
-
-def test_batches_group_equal_windows():
-    batches = window_batches([5, 2, 5], block_size=4, batch_size=2)
-    # docs at rows 0-4, 5-6, 7-11: windows of 4 (two of them in one batch), then the 2-token doc, then the tails
-    assert [b.tolist() for b in batches] == [[[0, 1, 2, 3], [7, 8, 9, 10]], [[5, 6]], [[4], [11]]]
-    rows = np.sort(np.concatenate([b.reshape(-1) for b in batches]))
-    np.testing.assert_array_equal(rows, np.arange(12))  # every token exactly once
 
 
 def test_hidden_cap_is_respected_and_deterministic(model, tok):

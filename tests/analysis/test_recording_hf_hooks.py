@@ -1,13 +1,9 @@
-"""The HF adapter records exactly what each family's own router computes, and fails clearly on bad folders.
+"""The HF hooks record exactly what each family's own router computes (through the shared pipeline).
 
 Tiny random-weight models (hidden 32, 2 layers, 4-8 experts, vocab 300) are built from the config classes
-by `save_tiny_hf_model`, saved with safetensors into temp folders with a locally trained byte-level BPE
-tokenizer, and loaded back through `load_hf_model`. No downloads.
+by `tests.hf_fixtures.save_tiny_hf_model`, saved with safetensors into temp folders with a locally trained
+byte-level BPE tokenizer, and loaded back through `load_hf_model`. No downloads.
 """
-
-import argparse
-import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,28 +11,14 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="the HF adapter needs the optional extra: pip install .[hf]")
 
-from analysis.hf_adapter import (  # noqa: E402
-    FAMILIES,
-    TINY_TEXTS,
-    add_hf_arguments,
-    deepseek_v3_choice,
-    hf_folder_info,
-    load_hf_model,
-    record_hf,
-    save_tiny_hf_model,
-    tiny_hf_config,
-    trace_from_hf_args,
-)
+from analysis.hf import FAMILIES, load_hf_model  # noqa: E402
+from analysis.recording import record_hf  # noqa: E402
 from analysis.trace import load  # noqa: E402
+from moe_core.moe import choose_experts  # noqa: E402
+from tests.hf_fixtures import TINY_TEXTS, save_tiny_hf_model, tiny_hf_config  # noqa: E402
 
 TEXTS = TINY_TEXTS
 WINDOW = 12  # text tokens per forward: every document spans several windows, some batched together
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    return {family: save_tiny_hf_model(root / family, family) for family in FAMILIES}
 
 
 def direct_windows(hf, text):
@@ -72,8 +54,8 @@ def direct_windows(hf, text):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_records_what_the_router_computes(family, folders):
-    hf = load_hf_model(folders[family], device="cpu")
+def test_records_what_the_router_computes(family, hf_folders):
+    hf = load_hf_model(hf_folders[family], device="cpu")
     assert hf.model_type == family and hf.tokenizer.is_fast and not hf.model.training
     trace = record_hf(hf, TEXTS, labels=["prose", "code", "fr"], batch_size=2, window=WINDOW, max_hidden=10_000)
     cfg = tiny_hf_config(family)
@@ -116,23 +98,6 @@ def test_records_what_the_router_computes(family, folders):
     assert len(np.unique(experts)) == E  # sharpened random routers use every expert
 
 
-def test_deepseek_v3_choice_matches_the_model_router():
-    """The reproduced group-limited selection equals DeepseekV3TopkRouter's own, with and without a bias."""
-    torch.manual_seed(1)
-    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
-
-    router = DeepseekV3TopkRouter(tiny_hf_config("deepseek_v3"))
-    with torch.no_grad():
-        router.weight.normal_()
-    x_TD = torch.randn(200, 32)
-    for bias in (torch.zeros(8), torch.randn(8) * 0.3):
-        router.e_score_correction_bias.copy_(bias)
-        with torch.no_grad():
-            logits, _, idx = router(x_TD)
-            mine = deepseek_v3_choice(logits.sigmoid() + bias, router.num_group, router.topk_group, router.top_k)
-        assert torch.equal(idx.sort(-1).values, mine.sort(-1).values)
-
-
 def test_deepseek_v3_bias_steers_the_choice(tmp_path):
     bias = torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0])  # expert 3 wins every biased choice
     folder = save_tiny_hf_model(tmp_path / "v3", "deepseek_v3", bias=bias)
@@ -146,7 +111,7 @@ def test_deepseek_v3_bias_steers_the_choice(tmp_path):
     np.testing.assert_allclose((r["biased_score"] - r["score"]).to_numpy(), bias.numpy()[r["expert"]], atol=1e-6)
     # a flip: chosen on score + bias, not among the unbiased group-limited top-2
     router = hf.layers[0].router
-    unbiased = deepseek_v3_choice(torch.from_numpy(trace.scores[:, 0]), router.num_group, router.topk_group, 2)
+    unbiased = choose_experts(torch.from_numpy(trace.scores[:, 0]), 2, router.num_group, router.topk_group)
     expected = ~(experts[:, 0, :, None] == unbiased.numpy()[:, None, :]).any(-1)
     np.testing.assert_array_equal(flips[:, 0], expected)
     assert flips[:, :, 0].any() and not flips.all()
@@ -156,126 +121,26 @@ def test_deepseek_v3_bias_steers_the_choice(tmp_path):
     np.testing.assert_allclose(w, 2.5 * s / s.sum(-1, keepdims=True), rtol=1e-5)
 
 
-def test_trace_round_trip_and_cli_hooks(folders, tmp_path):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="auto")  # analysis/cli.py has one: --hf-device falls back to it
-    add_hf_arguments(parser)
-    args = parser.parse_args(["--hf", str(folders["qwen2_moe"]), "--device", "cpu", "--hf-window", "20"])
-    assert (args.hf_device, args.hf_dtype, args.hf_device_map) == (None, "auto", None)
-    trace = trace_from_hf_args(args, TEXTS[:2])
+def test_trace_round_trip_and_prefix(hf_folders, tmp_path):
+    hf = load_hf_model(hf_folders["qwen2_moe"], device="cpu")
+    trace = record_hf(hf, TEXTS[:2], batch_size=4, window=20)
     assert trace.meta["block_size"] == 20 and trace.meta["dtype"] == "float32" and trace.meta["device"] == "cpu"
     assert trace.meta["prefix_tokens"] == [0] and trace.meta["family"] == "Qwen2-MoE"
     back = load(trace.save(tmp_path / "t.parquet"))
     assert back.content_hash() == trace.content_hash() and back.meta["source"] == "hf"
     # without the BOS prefix the first tokens route differently (each window starts the sequence itself)
-    hf = load_hf_model(folders["qwen2_moe"], device="cpu")
     bare = record_hf(hf, TEXTS[:2], window=20, add_prefix=False, max_hidden=0)
     assert bare.n_tokens == trace.n_tokens and bare.meta["prefix_tokens"] == []
     assert not np.allclose(bare.scores, trace.scores)
 
 
-def test_device_map_auto_matches_plain_load(folders):
-    """accelerate's device_map="auto" (here: everything on the CPU) records the same routing."""
-    plain = record_hf(load_hf_model(folders["mixtral"], device="cpu"), TEXTS[1], window=WINDOW)
-    hf = load_hf_model(folders["mixtral"], device_map="auto", dtype="float32")
-    assert hf.device == "device_map=auto"
-    mapped = record_hf(hf, TEXTS[1], window=WINDOW)
-    np.testing.assert_array_equal(mapped.experts_array(), plain.experts_array())
-    np.testing.assert_allclose(mapped.scores, plain.scores, rtol=1e-5, atol=1e-7)
-    lean = record_hf(hf, TEXTS[1], window=WINDOW, keep_scores=False, max_hidden=0)  # entropy still recorded
-    assert lean.scores is None and lean.hidden is None
-    np.testing.assert_allclose(lean.token_layer["entropy"], plain.token_layer["entropy"], rtol=1e-5)
-
-
-def test_a_router_that_returns_something_else_is_refused(folders):
+def test_a_router_that_returns_something_else_is_refused(hf_folders):
     """A transformers version whose router returns another structure (e.g. (indices, weights, logits)) fails
     loudly instead of recording garbage."""
-    hf = load_hf_model(folders["granitemoe"], device="cpu")
+    hf = load_hf_model(hf_folders["granitemoe"], device="cpu")
     swap = hf.layers[0].router.register_forward_hook(lambda m, args, out: (out[2], out[1], out[0]))
     try:
         with pytest.raises(ValueError, match="does not return \\(logits, weights, indices\\)"):
             record_hf(hf, TEXTS[0], window=WINDOW)
     finally:
         swap.remove()
-
-
-def test_bfloat16_load(folders):
-    hf = load_hf_model(folders["olmoe"], device="cpu", dtype="bfloat16")
-    assert next(hf.model.parameters()).dtype == torch.bfloat16
-    trace = record_hf(hf, TEXTS[0], window=WINDOW)
-    assert trace.meta["dtype"] == "bfloat16" and np.isfinite(trace.scores).all()
-    np.testing.assert_allclose(trace.scores.sum(-1), 1.0, atol=1e-3)
-
-
-def test_folder_info(folders, tmp_path):
-    info = hf_folder_info(folders["mixtral"])
-    assert info["supported"] and info["family"] == "Mixtral" and (info["n_experts"], info["top_k"]) == (4, 2)
-    model = load_hf_model(folders["mixtral"], device="cpu").model
-    assert info["n_params"] == sum(p.numel() for p in model.parameters())
-    bad = hf_folder_info(tmp_path / "nowhere")
-    assert not bad["supported"] and "not found" in bad["reason"]
-
-
-def one_line_error(path, match):
-    with pytest.raises(ValueError, match=match) as err:
-        load_hf_model(path, device="cpu")
-    assert "\n" not in str(err.value)
-    return str(err.value)
-
-
-def test_non_moe_model_is_refused(tmp_path):
-    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
-    msg = one_line_error(tmp_path / "llama", "LlamaForCausalLM")
-    assert "model_type 'llama'" in msg and "not a supported MoE architecture" in msg
-    for name in ("Mixtral", "Qwen2-MoE", "Qwen3-MoE", "OLMoE", "DeepSeek-V3"):
-        assert name in msg
-
-
-def test_corrupted_folders_fail_clearly(folders, tmp_path):
-    one_line_error(tmp_path / "missing", "not found")
-    (tmp_path / "empty").mkdir()
-    one_line_error(tmp_path / "empty", "no config.json")
-
-    bad_json = tmp_path / "bad_json"
-    shutil.copytree(folders["mixtral"], bad_json)
-    (bad_json / "config.json").write_text('{"model_type": "mixtral", ')
-    one_line_error(bad_json, "config.json is corrupted")
-
-    truncated = tmp_path / "truncated"
-    shutil.copytree(folders["mixtral"], truncated)
-    weights = truncated / "model.safetensors"
-    data = weights.read_bytes()
-    weights.write_bytes(data[: len(data) // 2])
-    one_line_error(truncated, "truncated")
-
-    no_weights = tmp_path / "no_weights"
-    shutil.copytree(folders["mixtral"], no_weights)
-    (no_weights / "model.safetensors").unlink()
-    (no_weights / "pytorch_model.bin").write_bytes(b"never unpickled")
-    one_line_error(no_weights, "no .safetensors weights")
-
-    sharded = tmp_path / "sharded"  # an index naming a shard that is not there
-    shutil.copytree(folders["mixtral"], sharded)
-    index = {"metadata": {}, "weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}
-    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
-    one_line_error(sharded, "lacks weight shard")
-
-    # a well-formed file missing a router: transformers would initialise it randomly; we refuse
-    partial = tmp_path / "partial"
-    shutil.copytree(folders["mixtral"], partial)
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(partial / "model.safetensors")
-    (router_key,) = [k for k in tensors if k.startswith("model.layers.1.") and k.endswith(".gate.weight")]
-    del tensors[router_key]  # saved in the hub layout (block_sparse_moe.gate), converted on load
-    save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
-    one_line_error(partial, "lack 1 tensor")
-
-    wrong_shape = tmp_path / "wrong_shape"
-    shutil.copytree(folders["mixtral"], wrong_shape)
-    cfg = json.loads((wrong_shape / "config.json").read_text())
-    cfg["num_local_experts"] = 6
-    (wrong_shape / "config.json").write_text(json.dumps(cfg))
-    one_line_error(wrong_shape, "cannot load the weights")

@@ -1,32 +1,27 @@
-"""Record a model's routing with forward hooks: text in, `RoutingTrace` out.
+"""Record the routing of our `MoETransformer` (moe_core): its forward hooks, and `record`, text in,
+`RoutingTrace` out, through the shared pipeline (`analysis.recording.pipeline.record_with`).
 
 `RoutingRecorder(model)` is a context manager that hooks every MoE layer (and removes the hooks on exit,
 exceptions included). Per token and MoE layer it captures, from `layer.router` (its input is the router
 input hidden state, its output a `RouterOutput`):
 - the K chosen experts (chosen on score + bias, ranked by that biased score) and their gate weights,
 - the unbiased `score` and `biased_score` of each chosen expert, and all E scores,
-- `bias_flip` per (token, layer, rank): the expert was chosen on score + bias but is not in the top-k of the
-  score alone (same group-limited routing, bias zero),
-- `entropy`: router entropy H = -sum_e p_e log p_e (nats) of the scores normalised over the E experts,
-  p_e = s_e / sum_e' s_e' (for softmax scores p = s),
+- `bias_flip` per (token, layer, rank): the expert was chosen on score + bias but is not among those the
+  same router (`moe_core.moe.choose_experts`, same group limiting) chooses on the score alone,
+- `entropy`: router entropy (`moe_core.routing_stats.router_entropy`) of the scores normalised over all E,
 - optionally the router input x (float16, at most `max_hidden` tokens),
 and from `layer.experts` (weighted routed output r_t) and `layer.shared` (shared output h_t):
 - `shared_share` = ||h_t|| / (||h_t|| + ||r_t||), the shared expert's share of the FFN output norm
   (0 without a shared expert or when both outputs are zero).
 Hooks only keep references/small reductions on the device; everything moves to the CPU once, at the end.
 
-`record(model, tokenizer, docs)` tokenizes with character offsets, cuts documents longer than
-`block_size` into NON-overlapping windows of `block_size` tokens (each token is routed exactly once; a
-window's first tokens see no context from the previous window, as during training on packed blocks),
-batches windows of equal length together (no padding, so no attention masks), runs the model in eval
-mode under `torch.inference_mode`, and returns the trace in document order. With `capacity_factor > 0`
+`record(model, tokenizer, docs)` windows the text by `block_size` (the pipeline's non-overlapping windows,
+as during training on packed blocks) and feeds each batch of windows as it is. With `capacity_factor > 0`
 the capacity drop depends on the batch, so the shared share and later layers depend on `batch_size`.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -34,28 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.trace import RoutingTrace, build_trace
+from analysis.recording.pipeline import FP16_MAX, MAX_TOKENS, record_with
+from analysis.trace import RoutingTrace
 from moe_core.moe import choose_experts
 from moe_core.routing_stats import bias_flips, router_entropy
 
-FP16_MAX = 65504.0
 BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
-MAX_TOKENS = 1_000_000  # tokens per `record` call: a trace holds ~1 KB per token (~1 GB at the limit)
-
-
-_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MODEL_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: torch.nn.Module) -> threading.RLock:
-    """The re-entrant lock of `model`. Forward hooks see every forward of a module, whoever runs it: two
-    recordings of one shared model (two app sessions on one cached model, in two threads) must not overlap,
-    or each captures the other's tokens (mismatched sizes, or silently mixed traces)."""
-    with _MODEL_LOCKS_GUARD:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.RLock()
-        return lock
 
 
 class RoutingRecorder:
@@ -217,80 +196,27 @@ def record(
     """
     from moe_core.tokenizer import encode_with_offsets, token_bytes
 
-    entries = normalise_docs(docs, labels)
     cfg = model.config
     model_device = next(model.parameters()).device
     device = model_device if device is None else torch.device(device)
     if device != model_device:
         raise ValueError(f"the model is on {model_device}, not on {device}: move it first (model.to(device))")
 
-    # tokenize: global token rows run through the docs in order
-    columns: dict[str, list] = {c: [] for c in ("doc_id", "position", "token_id", "token_text")}
-    columns.update(char_start=[], char_end=[], label=[])
-    doc_lengths = []
-    for doc_id, text, label in entries:
+    def encode(text: str):
         ids, spans = encode_with_offsets(tokenizer, text)
-        if not ids:
-            raise ValueError(f"document {doc_id!r} has no tokens")
-        doc_lengths.append(len(ids))
-        if sum(doc_lengths) > max_tokens:
-            raise ValueError(
-                f"too much text: more than {max_tokens:,} tokens in one request; route fewer or shorter documents"
-            )
-        columns["doc_id"] += [doc_id] * len(ids)
-        columns["position"] += range(len(ids))
-        columns["token_id"] += ids
         # a token holding only continuation bytes of a character has an empty span: show its bytes
-        columns["token_text"] += [
+        texts = [
             text[s:e] if e > s else token_bytes(tokenizer, t).decode("utf-8", "replace")
             for t, (s, e) in zip(ids, spans)
         ]
-        columns["char_start"] += [s for s, _ in spans]
-        columns["char_end"] += [e for _, e in spans]
-        columns["label"] += [label] * len(ids)
-    token_ids = np.asarray(columns["token_id"], dtype=np.int64)
-    n = len(token_ids)
-    if token_ids.max() >= cfg.vocab_size:
-        raise ValueError(
-            f"the tokenizer does not match the model: token id {token_ids.max()} >= vocab_size {cfg.vocab_size}"
-        )
+        return ids, spans, texts
 
-    if batch_size is None:
-        batch_size = max(1, BATCH_TOKENS // cfg.block_size)
-    batches = window_batches(doc_lengths, cfg.block_size, batch_size)
-    want_hidden = np.zeros(n, dtype=bool)
-    if max_hidden > 0:
-        keep = np.arange(n) if n <= max_hidden else np.random.default_rng(0).choice(n, max_hidden, replace=False)
-        want_hidden[keep] = True
+    # the pipeline's sample is at most max_hidden tokens: the recorder's cap never cuts it
+    rec = RoutingRecorder(model, keep_hidden=max_hidden > 0, max_hidden=max(max_hidden, 0))
 
-    order = np.concatenate([rows.reshape(-1) for rows in batches])  # stream row -> global token row
-    done = 0
-    with model_lock(model):  # one recording of a shared model at a time (see model_lock)
-        was_training = model.training
-        model.eval()  # no dropout: the routing of a checkpoint, not of a noisy forward
-        try:
-            with torch.inference_mode(), RoutingRecorder(model, keep_hidden=max_hidden > 0, max_hidden=n) as rec:
-                for rows_BS in batches:
-                    idx_BS = torch.as_tensor(token_ids[rows_BS], device=device)
-                    rec.keep_rows(np.flatnonzero(want_hidden[rows_BS.reshape(-1)]))
-                    model(idx_BS)
-                    done += rows_BS.size
-                    if progress is not None:
-                        progress(done, n)
-                res = rec.result()
-        finally:
-            model.train(was_training)
-
-    # stream order -> document order
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.arange(n)
-    arrays = {k: res[k][inverse] for k in ("experts", "weights", "scores_k", "biased_k", "flips", "scores")}
-    arrays.update(shared_share=res["shared_share"][inverse], entropy=res["entropy"][inverse])
-    hidden = hidden_rows = None
-    if res["hidden"] is not None:
-        global_rows = order[res["hidden_rows"]]
-        by_row = np.argsort(global_rows)
-        hidden, hidden_rows = res["hidden"][by_row], global_rows[by_row]
+    def forward(ids_BS: np.ndarray, keep_hidden_BS: np.ndarray) -> None:
+        rec.keep_rows(np.flatnonzero(keep_hidden_BS.reshape(-1)))
+        model(torch.as_tensor(ids_BS, device=device))
 
     trace_meta = {
         "run": None,
@@ -302,61 +228,18 @@ def record(
         "windowing": "non-overlapping",
         **(meta or {}),
     }
-    return build_trace(
-        tokens=columns,
-        texts={doc_id: text for doc_id, text, _ in entries},
+    return record_with(
+        rec,
+        encode,
+        forward,
+        docs,
+        model=model,
+        vocab_size=cfg.vocab_size,
+        window=cfg.block_size,
+        batch_size=max(1, BATCH_TOKENS // cfg.block_size) if batch_size is None else batch_size,
+        labels=labels,
+        max_hidden=max_hidden,
+        max_tokens=max_tokens,
         meta=trace_meta,
-        hidden=hidden,
-        hidden_rows=hidden_rows,
-        **arrays,
+        progress=progress,
     )
-
-
-def normalise_docs(docs, labels) -> list[tuple[str, str, str]]:
-    """(doc_id, text, label) per document; ValueError for no/empty/duplicate documents."""
-    if isinstance(docs, str):
-        docs = [docs]
-    docs = list(docs)
-    if not docs:
-        raise ValueError("no text to route")
-    if labels is not None and len(labels) != len(docs):
-        raise ValueError(f"got {len(labels)} labels for {len(docs)} documents")
-    entries = []
-    for i, doc in enumerate(docs):
-        if isinstance(doc, str):
-            doc_id, text, label = str(i), doc, ""
-        elif hasattr(doc, "text"):
-            doc_id = getattr(doc, "doc_id", None)
-            doc_id = str(i) if doc_id is None or (isinstance(doc_id, int) and doc_id < 0) else str(doc_id)  # -1: unset
-            text, label = doc.text, getattr(doc, "label", "") or ""
-        else:
-            raise ValueError(f"document {i} is a {type(doc).__name__}, expected str or Doc")
-        if labels is not None:
-            label = str(labels[i])
-        if not isinstance(text, str) or not text:
-            raise ValueError("the text is empty" if len(docs) == 1 else f"document {doc_id!r} is empty")
-        entries.append((doc_id, text, label))
-    ids = [e[0] for e in entries]
-    if len(set(ids)) != len(ids):
-        raise ValueError("documents have duplicate doc_ids")
-    return entries
-
-
-def window_batches(doc_lengths: Sequence[int], block_size: int, batch_size: int) -> list[np.ndarray]:
-    """Global token rows of each forward, as (B, S) arrays: each document (its tokens are consecutive rows)
-    cut into non-overlapping windows of at most block_size tokens; windows of equal length stacked, up to
-    batch_size per batch, longest windows first."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ends = np.cumsum(doc_lengths)
-    starts = ends - np.asarray(doc_lengths)
-    by_length: dict[int, list[int]] = {}
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        for w in range(s, e, block_size):
-            by_length.setdefault(min(block_size, e - w), []).append(w)
-    batches = []
-    for length in sorted(by_length, reverse=True):
-        window_starts = np.asarray(by_length[length])
-        for b in range(0, len(window_starts), batch_size):
-            batches.append(window_starts[b : b + batch_size, None] + np.arange(length))  # (B, S)
-    return batches
