@@ -90,16 +90,13 @@ def expert_load(experts: np.ndarray | pd.DataFrame, n_experts: int) -> np.ndarra
     """(L, E) int64, per layer: load[l, i] = number of tokens whose top-k at layer l contains expert i.
 
     load[l, i] = sum_t sum_r [experts[t, l, r] == i]  (a token's top-k experts are distinct).
-    Each row sums to T*K. Counted by `routing_stats.expert_counts` over flat (layer, expert) indices; its float32
-    counts are exact up to 2**24 tokens (ValueError above).
+    Each row sums to T*K. Counted by `routing_stats.expert_counts` over flat (layer, expert) indices.
     """
     e_TLK = as_experts(experts)
     T, L, K = e_TLK.shape
-    if T > 2**24:
-        raise ValueError(f"{T:,} tokens: expert counts are exact only up to 2**24 tokens; split the trace")
     key_TLK = np.arange(L)[None, :, None] * n_experts + e_TLK  # flat (layer, expert) index
     counts = routing_stats.expert_counts(torch.from_numpy(np.ascontiguousarray(key_TLK)), L * n_experts)
-    return counts.numpy().astype(np.int64).reshape(L, n_experts)
+    return counts.numpy().reshape(L, n_experts)
 
 
 def load_share(load_LE: np.ndarray) -> np.ndarray:

@@ -10,10 +10,10 @@ import torch
 
 
 def expert_counts(topk_idx_TK: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """(E,) float32: load_i = number of tokens whose top-k contains expert i. No host sync."""
-    flat = topk_idx_TK.reshape(-1)
-    counts = torch.zeros(n_experts, dtype=torch.float32, device=flat.device)
-    return counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
+    """(E,) int64: load_i = number of tokens whose top-k contains expert i (exact at any size). No host sync."""
+    flat = topk_idx_TK.reshape(-1).long()
+    counts = torch.zeros(n_experts, dtype=torch.int64, device=flat.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat))
 
 
 def max_violation(load_LE: torch.Tensor) -> torch.Tensor:
