@@ -3,7 +3,7 @@
 Each subcommand lives in the module that owns its work and provides `add_<name>_args(parser)` and
 `run_<name>(args) -> int`; it is imported only when used, so `--help` stays fast.
 Expected failures (bad input, missing files) print one line, not a traceback;
-set MOE_EXPLORER_DEBUG=1 to see the traceback.
+set MOE_EXPLORER_DEBUG=1 to see the traceback. `python -m app.cli ...` (app/cli/__main__.py) is the same.
 """
 
 from __future__ import annotations
@@ -54,7 +54,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"moe-explorer {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
