@@ -15,7 +15,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "corpus": ("moe_core.corpus", "build the default multi-domain corpus"),
+    "corpus": ("app.cli.corpus", "build the default multi-domain corpus"),
     "train": ("moe_core.train", "train a model into a run directory"),
     "route": ("analysis.cli", "route text through a model and print/save its routing trace"),
     "report": ("analysis.cli", "write a self-contained HTML routing report"),
