@@ -16,7 +16,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("app.cli.corpus", "build the default multi-domain corpus"),
-    "train": ("moe_core.train", "train a model into a run directory"),
+    "train": ("app.cli.train", "train a model into a run directory"),
     "route": ("analysis.cli", "route text through a model and print/save its routing trace"),
     "report": ("analysis.cli", "write a self-contained HTML routing report"),
     "app": ("app.launch", "open the Streamlit app"),
