@@ -17,8 +17,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("app.cli.corpus", "build the default multi-domain corpus"),
     "train": ("app.cli.train", "train a model into a run directory"),
-    "route": ("analysis.cli", "route text through a model and print/save its routing trace"),
-    "report": ("analysis.cli", "write a self-contained HTML routing report"),
+    "route": ("app.cli.route", "route text through a model and print/save its routing trace"),
+    "report": ("app.cli.report", "write a self-contained HTML routing report"),
     "app": ("app.launch", "open the Streamlit app"),
 }
 
