@@ -38,20 +38,12 @@ def open_run(path: str | None):
     return load_run(path)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return name
-
-
 def load_checkpoint_model(run, checkpoint: int | None, device: str):
     """(model, tokenizer, step) of the run's checkpoint (default: the latest)."""
+    from moe_core.devices import resolve_device
+
     step = run.latest_step() if checkpoint is None else checkpoint
-    model = run.load_model(step, device=_device(device))  # ValueError if the run/step has no checkpoint
+    model = run.load_model(step, device=resolve_device(device))  # ValueError if the run/step has no checkpoint
     return model, run.tokenizer(), step
 
 
