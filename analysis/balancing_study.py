@@ -22,7 +22,7 @@ import numpy as np
 from moe_core.config import ModelConfig, preset
 from moe_core.files import read_jsonl
 from moe_core.run import list_runs, load_run
-from moe_core.train import TrainConfig, corpus_docs, train
+from moe_core.training import TrainConfig, corpus_docs, train
 
 # name -> balancing settings (BalanceConfig fields); everything else is identical across runs
 STRATEGIES: dict[str, dict[str, float]] = {

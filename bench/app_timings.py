@@ -64,7 +64,7 @@ def free_port() -> int:
 def tiny_run() -> Path:
     """Train a tiny run into /tmp when the shipped run is missing (a few seconds)."""
     out = Path(tempfile.mkdtemp(prefix="moe_bench_")) / "tiny"
-    cmd = [sys.executable, "-m", "moe_core.train", "--preset", "tiny", "--out", str(out), "--device", "cpu",
+    cmd = [sys.executable, "-m", "app.cli", "train", "--preset", "tiny", "--out", str(out), "--device", "cpu",
            "--steps", "30", "--quiet"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out

@@ -4,8 +4,8 @@
     python bench/train_throughput.py --device cpu --steps 5 --batch-size 16
     python bench/train_throughput.py --device cuda --batch-size 256 --compile
 
-Each measured step is a full optimizer step of `moe_core.train` (forward, loss, backward, grad clip, AdamW,
-`pop_expert_loads` + bias update, the history row's statistics), on random tokens. The two models
+Each measured step is a full optimizer step, `moe_core.training.train_step` (forward, loss, backward, grad clip,
+AdamW, `pop_expert_loads` + bias update, the history row's statistics), on random tokens. The two models
 ("grouped": sorted tokens + grouped GEMM; "loop": the reference per-expert loop with host syncs, as in the
 seed tutorial) take turns step by step, so machine noise hits both alike. Prints tokens/s (median step).
 """
@@ -21,17 +21,22 @@ from contextlib import nullcontext
 import torch
 
 from moe_core import build_model, count_parameters, preset
-from moe_core.train import Dist, RouterStats, TrainConfig, _train_step
+from moe_core.training import Dist, RouterStats, StepContext, TrainConfig, train_step
 
 
-def make_trainer(dispatch: str, device: torch.device, compile_: bool):
+def make_trainer(
+    dispatch: str, device: torch.device, compile_: bool, tokens: torch.Tensor, train_cfg: TrainConfig
+) -> StepContext:
+    """A single-process step context of the `default` preset with `dispatch` (all sequences in one micro-batch)."""
     cfg = preset("default")
     cfg.moe.dispatch = dispatch
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **({"fused": True} if device.type == "cuda" else {}))
     fwd = torch.compile(model) if compile_ else model
-    return cfg, model, opt, fwd, RouterStats(model)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    seq, batch = train_cfg.seq_len, train_cfg.batch_size
+    return StepContext(fwd, model, opt, RouterStats(model), tokens, train_cfg, seq, batch, Dist(), device, autocast)
 
 
 def bench_device(device: torch.device, steps: int, batch_size: int, compile_: bool) -> dict[str, float]:
@@ -39,15 +44,14 @@ def bench_device(device: torch.device, steps: int, batch_size: int, compile_: bo
     seq = cfg.block_size
     tokens = torch.randint(0, cfg.vocab_size, (2_000_000,), dtype=torch.int32)
     train_cfg = TrainConfig(steps=steps + 2, batch_size=batch_size, seq_len=seq, warmup_steps=1)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    trainers = {name: make_trainer(name, device, compile_) for name in ("grouped", "loop")}
-    times: dict[str, list[float]] = {name: [] for name in trainers}
+    contexts = {name: make_trainer(name, device, compile_, tokens, train_cfg) for name in ("grouped", "loop")}
+    times: dict[str, list[float]] = {name: [] for name in contexts}
     for step in range(1, steps + 3):  # the first two steps are warm-up (allocator, compile)
-        for name, (_, model, opt, fwd, stats) in trainers.items():
+        for name, ctx in contexts.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            _train_step(fwd, model, opt, stats, tokens, step, train_cfg, seq, batch_size, Dist(), device, autocast)
+            train_step(ctx, step)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if step > 2:

@@ -185,6 +185,7 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
     import sys
 
     from app import launch
+    from app.cli.app import run_app
     from moe_core.paths import default_run_path
 
     cmd = launch.app_command(8555)
@@ -201,9 +202,9 @@ def test_launch_command_and_errors(tiny_run, tmp_path):
         launch.resolve_run(str(tmp_path))
     assert launch.app_env(tiny_run)["MOE_EXPLORER_RUN"] == str(tiny_run.resolve())
     with pytest.raises(ValueError, match="no config.json"):
-        launch.run_app(argparse.Namespace(run=None, port=8555, hf=[str(tmp_path)]))
+        run_app(argparse.Namespace(run=None, port=8555, hf=[str(tmp_path)]))
     with pytest.raises(ValueError, match="--port"):
-        launch.run_app(argparse.Namespace(run=str(tiny_run), port=0, hf=[]))
+        run_app(argparse.Namespace(run=str(tiny_run), port=0, hf=[]))
 
 
 @pytest.mark.slow

@@ -16,13 +16,13 @@ from moe_core import corpus
 from moe_core.corpus import (
     LABELS,
     Doc,
-    _strip_code,
     build_corpus,
     docs_from_paths,
     load_docs,
     make_docs,
     split_text,
 )
+from moe_core.corpus.stdlib_text import strip_code
 
 TINY = 6000  # characters per domain: a few docs each, builds in well under a second
 
@@ -160,7 +160,7 @@ class A:
         return "#not a comment"
 '''
     tree = ast.parse(source)
-    out = _strip_code(source, tree, source.splitlines(keepends=True))
+    out = strip_code(source, tree, source.splitlines(keepends=True))
     ast.parse(out)  # still valid Python
     assert "docstring" not in out.lower()
     assert "why we import" not in out and "comment block" not in out
@@ -229,18 +229,3 @@ def test_load_docs_errors(tmp_path):
 def test_build_corpus_rejects_unknown_size(tmp_path):
     with pytest.raises(ValueError, match="unknown corpus size"):
         build_corpus(tmp_path, size="huge")
-
-
-def test_cli(tmp_path, monkeypatch, capsys):
-    from app.cli import main
-
-    monkeypatch.setitem(corpus.SIZES, "small", 3000)
-    assert main(["corpus", "--out", str(tmp_path / "c"), "--seed", "4", "--size", "small"]) == 0
-    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    assert manifest["seed"] == 4 and manifest["size"] == "small"
-    assert "wrote" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # argparse rejects an unknown size
-        main(["corpus", "--out", str(tmp_path / "d"), "--size", "nope"])
-    (tmp_path / "file").write_text("x")
-    assert main(["corpus", "--out", str(tmp_path / "file"), "--size", "small"]) == 2  # one-line error
-    assert "error" in capsys.readouterr().err

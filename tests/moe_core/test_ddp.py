@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from moe_core import ModelConfig, build_model, preset
 from moe_core.run import load_run, load_weights
-from moe_core.train import batch_starts, windows
+from moe_core.training import batch_starts, windows
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, BATCH, SEQ = 4, 8, 32
@@ -26,7 +26,8 @@ WORKER = (
         """
     import random, sys
     from safetensors.torch import save_file
-    import moe_core.train as T
+    import moe_core.training as T
+    import moe_core.training.loop as loop
     from moe_core import ModelConfig, preset
     from moe_core.corpus import Doc
 
@@ -44,8 +45,8 @@ WORKER = (
     data["vocab_size"] = 320
     data["moe"]["balance"]["bias_rate"] = 1e-2  # big enough to see biases move in a few steps
     models = []
-    build = T.build_model
-    T.build_model = lambda cfg: models.append(build(cfg)) or models[-1]
+    build = loop.build_model
+    loop.build_model = lambda cfg: models.append(build(cfg)) or models[-1]
     cfg = T.TrainConfig(steps=STEPS, batch_size=BATCH, seq_len=SEQ, warmup_steps=1, eval_every=2, ckpt_every=2,
                         eval_batches=2)
     T.train(out + "/run", ModelConfig.from_dict(data), cfg, docs[:32], docs[32:], device="cpu", progress=False)

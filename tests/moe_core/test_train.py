@@ -1,4 +1,6 @@
-"""Training loop: loss goes down, exact resume, crash safety, one bias update per optimizer step, CLI errors."""
+"""Training loop: loss goes down, exact resume, crash safety, one bias update per optimizer step.
+
+The command line (`moe-explorer train`) is tested in tests/cli/test_train_cli.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ from moe_core import ModelConfig, preset
 from moe_core.corpus import Doc
 from moe_core.files import read_jsonl
 from moe_core.model import MoETransformer
+from moe_core.routing_stats import max_violation
 from moe_core.run import load_run
-from moe_core.train import TrainConfig, batch_starts, lr_at, max_violation, run_train, train
+from moe_core.training import TrainConfig, batch_starts, lr_at, train
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang songs in green trees".split()
@@ -80,7 +82,6 @@ def test_batches_are_a_function_of_seed_and_step():
     assert not torch.equal(a, batch_starts(0, 6, 1000, 4, 16))
     assert not torch.equal(a, batch_starts(1, 5, 1000, 4, 16))
     assert int(a.max()) + 16 < 1000  # the window and its next-token target fit
-    assert max_violation(torch.tensor([1.0, 1.0, 4.0, 2.0])) == pytest.approx(1.0)  # (4 - 2) / 2
 
 
 def test_tiny_run_learns_and_writes_a_complete_run(tmp_path):
@@ -97,7 +98,7 @@ def test_tiny_run_learns_and_writes_a_complete_run(tmp_path):
         assert all(abs(sum(b)) < 1e-5 for b in row["bias"])  # zero-centred bias updates
         assert all(0 < h <= math.log(cfg.moe.n_experts) + 1e-4 for h in row["router_entropy"])
         assert row["dropped"] == 0 and row["tokens"] == row["step"] * 8 * 32 and row["tokens_per_s"] > 0
-    assert hist[0]["maxvio_batch"][0] == pytest.approx(max_violation(torch.tensor(hist[0]["load"][0])))
+    assert hist[0]["maxvio_batch"][0] == pytest.approx(float(max_violation(torch.tensor(hist[0]["load"][0]))))
     evals = run.eval_history()
     assert [e["step"] for e in evals] == [10, 20]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
@@ -160,64 +161,6 @@ def test_resume_rejects_changed_settings_and_fresh_dir_errors(tmp_path):
         run_tiny(tmp_path / "empty", tiny_train(), resume=True)
 
 
-def cli_args(**kw) -> Namespace:
-    base = dict(
-        preset="tiny",
-        out=None,
-        steps=None,
-        balance=None,
-        bias_rate=None,
-        alpha=None,
-        experts=None,
-        top_k=None,
-        vocab_size=320,
-        device="cpu",
-        resume=False,
-        corpus=None,
-        corpus_size="small",
-        batch_size=8,
-        seq_len=None,
-        lr=None,
-        seed=None,
-        eval_every=None,
-        ckpt_every=None,
-        warmup=None,
-        compile=False,
-        quiet=True,
-    )
-    base.update(kw)
-    return Namespace(**base)
-
-
-def test_cli_errors_are_one_liners(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        run_train(cli_args(preset="huge", out=str(tmp_path / "x")))
-    with pytest.raises(ValueError, match="nothing to resume"):
-        run_train(cli_args(out=str(tmp_path / "x"), resume=True))
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "run.json").write_text("{}")
-    with pytest.raises(ValueError, match="already holds a run"):
-        run_train(cli_args(out=str(tmp_path / "r")))
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join(d.text for d in tiny_docs(8)))
-    with pytest.raises(OSError, match="cannot write to run directory"):
-        run_train(cli_args(out=str(blocker / "run"), corpus=[str(tmp_path / "c.txt")], steps=1))
-    with pytest.raises(ValueError, match="--balance none cannot"):
-        run_train(cli_args(out=str(tmp_path / "b"), balance=["none", "switch"]))
-
-
-def test_cli_balance_flags_shape_the_config(tmp_path):
-    from moe_core.train import model_config_from_args
-
-    cfg = model_config_from_args(cli_args(balance=["switch", "zloss"], alpha=0.05, experts=8, top_k=3))
-    bal = cfg.moe.balance
-    assert (bal.bias_rate, bal.switch_alpha, bal.z_alpha, bal.seq_alpha) == (0.0, 0.05, 0.05, 0.0)
-    assert (cfg.moe.n_experts, cfg.moe.top_k) == (8, 3)
-    assert model_config_from_args(cli_args(balance=["aux_free"], bias_rate=1e-2)).moe.balance.bias_rate == 1e-2
-
-
 def _write_corpus(folder: Path) -> None:
     """A corpus folder as `moe-explorer corpus` writes it."""
     folder.mkdir()
@@ -241,7 +184,8 @@ def _cli(out: Path, corpus: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "moe_core.train",
+        "app.cli",
+        "train",
         "--preset",
         "tiny",
         "--vocab-size",

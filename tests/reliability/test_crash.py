@@ -24,8 +24,9 @@ import moe_core.run as run_module
 from moe_core.config import preset
 from moe_core.corpus import load_docs
 from moe_core.files import read_jsonl
+from moe_core.model import build_model
 from moe_core.run import load_run, state_path, weights_path
-from moe_core.train import CKPT_PAUSE_ENV, TrainConfig, build_model, save_checkpoint, train
+from moe_core.training import CKPT_PAUSE_ENV, TrainConfig, save_checkpoint, train
 from tests.reliability.conftest import REPO
 
 CKPT_EVERY = 3
@@ -34,7 +35,7 @@ PAUSE_TRIALS = {3, 7, 10}
 
 
 def trainer(out: Path, corpus: Path, resume: bool, pause: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "moe_core.train", "--preset", "tiny", "--out", str(out), "--device", "cpu",
+    cmd = [sys.executable, "-m", "app.cli", "train", "--preset", "tiny", "--out", str(out), "--device", "cpu",
            "--batch-size", "4", "--seq-len", "32", "--steps", "100000", "--ckpt-every", str(CKPT_EVERY),
            "--eval-every", "4", "--quiet"]  # fmt: skip
     cmd += ["--resume"] if resume else ["--corpus", str(corpus)]

@@ -22,7 +22,7 @@ import torch
 from moe_core.config import preset
 from moe_core.corpus import load_docs
 from moe_core.run import RUN_FORMAT, load_run, load_weights, resolve_run_dir, state_path, weights_path
-from moe_core.train import LOCK_NAME, RunLock, TrainConfig, train
+from moe_core.training import LOCK_NAME, RunLock, TrainConfig, train
 from tests.reliability.conftest import REPO
 
 TINY_TRAIN = dict(steps=4, batch_size=4, seq_len=32, warmup_steps=1, eval_every=2, ckpt_every=2, eval_batches=1)
@@ -106,9 +106,9 @@ def test_unknown_train_field_blocks_resume_with_a_message(trained, tmp_path):
     info = json.loads((out / "run.json").read_text())
     info["train"]["turbo"] = True
     (out / "run.json").write_text(json.dumps(info))
-    from moe_core.train import main
+    from app.cli import main
 
-    assert main(["--out", str(out), "--resume", "--steps", "6", "--device", "cpu", "--quiet"]) == 2
+    assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--device", "cpu", "--quiet"]) == 2
 
 
 def test_only_safetensors_are_opened(monkeypatch, trained):
@@ -192,7 +192,7 @@ def test_lock_refuses_a_second_trainer_process(tmp_path, corpus_dir):
     """A CLI trainer holds the lock; a second CLI trainer (resume) on the same run exits with the message."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "moe_core.train", "--preset", "tiny", "--out", str(out), "--corpus", str(corpus_dir),
+    cmd = [sys.executable, "-m", "app.cli", "train", "--preset", "tiny", "--out", str(out), "--corpus", str(corpus_dir),
            "--device", "cpu", "--batch-size", "4", "--seq-len", "32", "--quiet"]  # fmt: skip
     first = subprocess.Popen([*cmd, "--steps", "100000", "--ckpt-every", "5"], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

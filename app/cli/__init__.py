@@ -1,7 +1,10 @@
 """`moe-explorer`: one command line for building corpora, training, routing, reports and the app.
 
-Each subcommand lives in the module that owns its work and provides `add_<name>_args(parser)` and
-`run_<name>(args) -> int`; it is imported only when used, so `--help` stays fast.
+All argparse lives in this package: each subcommand is a module here (corpus, train, route, report, app)
+with `add_<name>_args(parser)` and `run_<name>(args) -> int` that turn flags into the typed configs of the
+library; it is imported only when used, so `--help` stays fast and `moe-explorer app` never loads torch.
+`python -m app.cli ...` (app/cli/__main__.py) is the same command line; torchrun launches it for DDP:
+`torchrun --nproc_per_node 2 -m app.cli train --preset tiny --out RUN`.
 Expected failures (bad input, missing files) print one line, not a traceback;
 set MOE_EXPLORER_DEBUG=1 to see the traceback.
 """
@@ -15,11 +18,11 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "corpus": ("moe_core.corpus", "build the default multi-domain corpus"),
-    "train": ("moe_core.train", "train a model into a run directory"),
-    "route": ("analysis.cli", "route text through a model and print/save its routing trace"),
-    "report": ("analysis.cli", "write a self-contained HTML routing report"),
-    "app": ("app.launch", "open the Streamlit app"),
+    "corpus": ("app.cli.corpus", "build the default multi-domain corpus"),
+    "train": ("app.cli.train", "train a model into a run directory"),
+    "route": ("app.cli.route", "route text through a model and print/save its routing trace"),
+    "report": ("app.cli.report", "write a self-contained HTML routing report"),
+    "app": ("app.cli.app", "open the Streamlit app"),
 }
 
 
@@ -54,7 +57,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"moe-explorer {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
