@@ -1,6 +1,7 @@
 """The --hf-* flags of `moe-explorer route` and `report`: a local Hugging Face MoE model instead of a run.
 
-`analysis.hf` loads the model and `analysis.recording.record_hf` records it (docs/HF_MODELS.md); this module only maps flags to it.
+`analysis.hf` loads the model and `analysis.recording.record_hf` records it (docs/HF_MODELS.md); this
+module only maps flags to them.
 """
 
 from __future__ import annotations
