@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.balancing_study import STRATEGIES
 from analysis.sources import HFSource, ModelSource, RunSource, discover_sources, open_source
 from moe_core.paths import default_run_path
+from scripts.balancing_study import STRATEGIES
 from tests.app.conftest import EVAL_DOCS, STEPS, make_tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]

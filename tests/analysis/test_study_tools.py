@@ -9,13 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from analysis import balancing_study as B
 from analysis import findings
-from analysis import shipped_run as SR
 from analysis.projections import ProjectionParams, project
 from analysis.recording import record
 from analysis.trace import load
 from moe_core.run import load_run
+from scripts import balancing_study, shipped_run
 from tests.app.conftest import STEPS, make_tiny_run
 
 
@@ -26,12 +25,12 @@ def source(tmp_path_factory):
 
 def test_shipped_run_export(source, tmp_path):
     out = tmp_path / "shipped"
-    shipped = SR.export_slim(source, out)
+    shipped = shipped_run.export_slim(source, out)
     assert shipped.checkpoints() == [STEPS[-1]]  # final weights only, no optimizer state
     tensors = list((out / "checkpoints").iterdir())
     assert [p.name for p in tensors] == [source.weights_path(STEPS[-1]).name]
     assert (out / "history" / "train.jsonl").read_bytes() == (source.path / "history" / "train.jsonl").read_bytes()
-    SR.record_traces(source, shipped, log=lambda _: None)
+    shipped_run.record_traces(source, shipped, log=lambda _: None)
     traces = {step: load(shipped.trace_path(step)) for step in STEPS}
     assert traces[STEPS[0]].hidden is None  # intermediate checkpoints: the tables only
     assert traces[STEPS[-1]].hidden is not None
@@ -40,7 +39,7 @@ def test_shipped_run_export(source, tmp_path):
     # the bf16 checkpoint routes like the fp32 one it came from, nearly always
     ref = record(source.load_model(STEPS[-1]), source.tokenizer(), source.eval_docs(), max_hidden=0)
     assert (ref.experts_array() == traces[STEPS[-1]].experts_array()).mean() > 0.95
-    SR.precompute_projections(shipped, methods=("pca",), log=lambda _: None)
+    shipped_run.precompute_projections(shipped, methods=("pca",), log=lambda _: None)
     for layer in range(traces[STEPS[-1]].n_layers):
         proj = project(traces[STEPS[-1]], layer, params=ProjectionParams(), cache_dir=out / "projections")
         assert proj.from_cache
@@ -69,26 +68,26 @@ def test_balancing_study_tables(source, tmp_path):
             (0, "aux_free_u1e-3"): (19.0, [0.1, 0.1], [0.5] * 100),
         },
     )
-    table = B.markdown_table(study).splitlines()
+    table = balancing_study.markdown_table(study).splitlines()
     assert table[2] == "| aux_free_u1e-3 | 1 | 19.00 ± 0.00 | 0.100 ± 0.000 | 0.500 ± 0.000 |"
     # none: PPL mean 21 ± 1 (population std), MaxVio_global means 1.1 and 1.3 -> 1.2 ± 0.1, tail 1.0
     assert table[3] == "| none | 2 | 21.00 ± 1.00 | 1.200 ± 0.100 | 1.000 ± 0.000 |"
-    curves = B.curve_table(study / "seed0", points=2, window=25).splitlines()
+    curves = balancing_study.curve_table(study / "seed0", points=2, window=25).splitlines()
     assert curves[0] == "| strategy | step 25 | step 100 |"
     assert curves[2:] == ["| aux_free_u1e-3 | 0.50 | 0.50 |", "| none | 2.00 | 1.00 |"]
-    B.ship(study / "seed0", tmp_path / "shipped")
+    balancing_study.ship(study / "seed0", tmp_path / "shipped")
     shipped = sorted(p.relative_to(tmp_path / "shipped").as_posix() for p in (tmp_path / "shipped").rglob("*"))
     assert not any("checkpoints" in p or p.endswith(".safetensors") for p in shipped), "no weights shipped"
     assert "none/history/train.jsonl" in shipped and "none/run.json" in shipped
 
 
-@pytest.mark.parametrize("name", list(B.STRATEGIES))
+@pytest.mark.parametrize("name", list(balancing_study.STRATEGIES))
 def test_study_configs_differ_only_in_balancing(name):
-    cfg, base = B.study_config(name).to_dict(), B.study_config("none").to_dict()
+    cfg, base = balancing_study.study_config(name).to_dict(), balancing_study.study_config("none").to_dict()
     balance = cfg["moe"].pop("balance")
     base["moe"].pop("balance")
     assert cfg == base
-    for field, value in B.STRATEGIES[name].items():
+    for field, value in balancing_study.STRATEGIES[name].items():
         assert balance[field] == value
 
 

@@ -9,8 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis import sources
-from analysis.balancing_study import STRATEGIES
 from app import cache, session, uploads
+from scripts.balancing_study import STRATEGIES
 from tests.app.conftest import ROOT
 
 XSS = "<script>alert(1)</script>"

@@ -1,7 +1,7 @@
 """Turn a trained run into the embedded default (sample_data/default_run): a slim copy with the final
 weights, routing traces over training, and precomputed projections.
 
-    python -m analysis.shipped_run --run runs/default --out sample_data/default_run
+    python -m scripts.shipped_run --run runs/default --out sample_data/default_run
 
 1. the slim copy: run.json, tokenizer, full history, a subset of the held-out eval docs, and only the
    final checkpoint's weights, stored in bf16 (half the bytes; everything below is recorded from

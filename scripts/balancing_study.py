@@ -1,7 +1,7 @@
 """The balancing-strategy study: one model size, data, seed and step count; only the balancing differs.
 
-    python -m analysis.balancing_study --out runs/study --steps 1000 --seeds 0 1 2   # 7 runs per seed
-    python -m analysis.balancing_study --out runs/study --ship sample_data/balancing_study --table
+    python -m scripts.balancing_study --out runs/study --steps 1000 --seeds 0 1 2   # 7 runs per seed
+    python -m scripts.balancing_study --out runs/study --ship sample_data/balancing_study --table
 
 Runs go to OUT/seed{S}/{strategy}, each a normal run directory. `--ship` copies the seed-0 runs'
 run.json + history (no weights) so the Training-dynamics page can overlay them; `--table` prints the
