@@ -52,19 +52,28 @@ def routing_steps_table(
     renormalize: bool = True,
     route_scale: float = 1.0,
     recorded: Mapping[int, float] | None = None,
+    n_groups: int = 1,
+    topk_groups: int = 1,
 ) -> pd.DataFrame:
     """One router decision step by step, recomputed from the scores and the bias (DeepSeek-V3).
 
     biased = score + bias (used only to choose); chosen = top-k of biased; the unbiased top-k is what
-    would be chosen without the bias; gate weight = score of chosen experts, divided by their sum when
-    `renormalize`, times `route_scale`. `recorded` = {expert: gate weight} as the model actually chose
-    (from the trace) overrides the replay, so group-limited routing or other families' rules show truly.
+    would be chosen without the bias (both by `moe_core.moe.choose_experts`, group-limited when
+    n_groups > 1, as the recorder's bias flips); gate weight = score of chosen experts, divided by their sum
+    when `renormalize`, times `route_scale`. `recorded` = {expert: gate weight} as the model actually chose
+    (from the trace) overrides the replay, so other families' rules show truly.
     """
+    import torch
+
+    from moe_core.moe import choose_experts
+
     scores_E = np.asarray(scores_E, dtype=np.float64)
     bias_E = np.asarray(bias_E, dtype=np.float64)
     biased_E = scores_E + bias_E
-    chosen = np.argsort(-biased_E, kind="stable")[:top_k]
-    unbiased = np.argsort(-scores_E, kind="stable")[:top_k]
+    chosen, unbiased = (
+        choose_experts(torch.from_numpy(x_E)[None], top_k, n_groups, topk_groups)[0].numpy()
+        for x_E in (biased_E, scores_E)
+    )
     gate = np.zeros_like(scores_E)
     gate[chosen] = scores_E[chosen]
     if renormalize and gate.sum() > 0:

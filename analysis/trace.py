@@ -1,5 +1,8 @@
 """RoutingTrace: which experts every token went to, in every MoE layer, as tidy tables.
 
+Why one module of ~530 lines: the tables, their invariants and their on-disk form (parquet + safetensors
+sidecar, checked on load) change together; split, a column added in one half would be forgotten in the other.
+
 In memory (see docs/ARCHITECTURE.md); n tokens, L MoE layers, K experts per token, E experts:
 - `tokens`: one row per token, index `token_row` (0..n-1):
   `doc_id, position, token_id, token_text, char_start, char_end, label` (label "" = unlabelled)

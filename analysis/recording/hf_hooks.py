@@ -33,7 +33,7 @@ import torch
 
 from analysis.hf.families import MIN_TRANSFORMERS, FamilySpec
 from analysis.hf.loading import HFMoEModel, prefix_tokens, tokenize
-from analysis.recording.pipeline import FP16_MAX, record_with
+from analysis.recording.pipeline import FP16_MAX, ForwardHooks, record_with
 from analysis.trace import RoutingTrace
 from moe_core.routing_stats import bias_flips, router_entropy
 
@@ -70,7 +70,7 @@ def router_tensors(spec: FamilySpec, router: torch.nn.Module, out: tuple[torch.T
     }
 
 
-class HFRoutingRecorder:
+class HFRoutingRecorder(ForwardHooks):
     """Forward hooks on the routers, experts and shared experts of an `HFMoEModel`.
 
     Before each forward, `next_forward(keep, hidden)` says which of its T = B*S tokens (row-major) to keep
@@ -78,6 +78,7 @@ class HFRoutingRecorder:
     everything over forwards and layers, on the CPU."""
 
     def __init__(self, hf: HFMoEModel, keep_scores: bool = True):
+        super().__init__()
         self.hf = hf
         self.keep_scores = keep_scores
         n = hf.n_layers
@@ -89,31 +90,15 @@ class HFRoutingRecorder:
         self._keep: dict[torch.device, torch.Tensor] = {}
         self._keep_hidden: dict[torch.device, torch.Tensor] = {}
         self._keep_cpu = self._hidden_cpu = torch.zeros(0, dtype=torch.long)
-        self._handles: list[Any] = []
 
-    def __enter__(self) -> HFRoutingRecorder:
-        try:
-            for i, layer in enumerate(self.hf.layers):
-                self._handles.append(layer.router.register_forward_hook(partial(self._on_router, i)))
-                self._handles.append(layer.experts.register_forward_hook(partial(self._on_norm, self._routed_norm, i)))
-                if layer.shared is not None:
-                    hook = partial(self._on_norm, self._shared_norm, i)
-                    self._handles.append(layer.shared.register_forward_hook(hook))
-                if layer.shared_gate is not None:
-                    self._handles.append(layer.shared_gate.register_forward_hook(partial(self._on_gate, i)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> bool:
-        self.remove()
-        return False
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def attach(self) -> None:
+        for i, layer in enumerate(self.hf.layers):
+            self.hook(layer.router, partial(self._on_router, i))
+            self.hook(layer.experts, partial(self._on_norm, self._routed_norm, i))
+            if layer.shared is not None:
+                self.hook(layer.shared, partial(self._on_norm, self._shared_norm, i))
+            if layer.shared_gate is not None:
+                self.hook(layer.shared_gate, partial(self._on_gate, i))
 
     def next_forward(self, keep: np.ndarray, keep_hidden: np.ndarray) -> None:
         """Local token rows (0..T-1) of the next forward to record, and the subset whose router inputs to keep."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.recording.pipeline import FP16_MAX, MAX_TOKENS, record_with
+from analysis.recording.pipeline import FP16_MAX, MAX_TOKENS, ForwardHooks, record_with
 from analysis.trace import RoutingTrace
 from moe_core.moe import choose_experts
 from moe_core.routing_stats import bias_flips, router_entropy
@@ -37,7 +37,7 @@ from moe_core.routing_stats import bias_flips, router_entropy
 BATCH_TOKENS = 4096  # default tokens per forward: few Python round trips, logits of B*S*vocab stay small
 
 
-class RoutingRecorder:
+class RoutingRecorder(ForwardHooks):
     """Forward hooks on `model.moe_layers`; use as `with RoutingRecorder(model) as rec: model(x)`, then
     `rec.result()`. Tokens are numbered in "stream" order: the row-major (B, S) tokens of each forward, one
     forward after another.
@@ -47,13 +47,13 @@ class RoutingRecorder:
     """
 
     def __init__(self, model: torch.nn.Module, keep_hidden: bool = False, max_hidden: int = 2000):
+        super().__init__()
         self.model = model
         self.layers = list(model.moe_layers)
         if not self.layers:
             raise ValueError("the model has no MoE layers to record")
         self.keep_hidden = keep_hidden
         self.max_hidden = max_hidden
-        self._handles: list[Any] = []
         n = len(self.layers)
         self._router: list[list[tuple]] = [[] for _ in range(n)]  # per layer: (topk, weights, scores, biased)
         self._routed_norm: list[list[torch.Tensor]] = [[] for _ in range(n)]  # per layer: (T,)
@@ -67,27 +67,12 @@ class RoutingRecorder:
 
     # --- context manager ----------------------------------------------------------------------------
 
-    def __enter__(self) -> RoutingRecorder:
-        try:
-            for i, layer in enumerate(self.layers):
-                self._handles.append(layer.router.register_forward_hook(partial(self._on_router, i)))
-                self._handles.append(layer.experts.register_forward_hook(partial(self._on_experts, i)))
-                if layer.shared is not None:
-                    self._handles.append(layer.shared.register_forward_hook(partial(self._on_shared, i)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> bool:
-        self.remove()
-        return False  # never swallow the exception
-
-    def remove(self) -> None:
-        """Detach every hook (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def attach(self) -> None:
+        for i, layer in enumerate(self.layers):
+            self.hook(layer.router, partial(self._on_router, i))
+            self.hook(layer.experts, partial(self._on_experts, i))
+            if layer.shared is not None:
+                self.hook(layer.shared, partial(self._on_shared, i))
 
     def keep_rows(self, local_rows: Sequence[int] | np.ndarray) -> None:
         """Keep the router inputs of these token indices (0..T-1) of the NEXT forward (within the cap)."""

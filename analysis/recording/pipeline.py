@@ -49,6 +49,38 @@ class RoutingHooks(Protocol):
     def result(self) -> dict[str, np.ndarray | None]: ...
 
 
+class ForwardHooks:
+    """Base of both recorders' hooks: `attach()` registers them on enter (`self.hook(module, fn)`), and they
+    are always detached on exit, exceptions included (a hook left behind would record every later forward)."""
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+
+    def attach(self) -> None:
+        raise NotImplementedError
+
+    def hook(self, module: torch.nn.Module, fn: Callable) -> None:
+        self._handles.append(module.register_forward_hook(fn))
+
+    def __enter__(self):
+        try:
+            self.attach()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        self.remove()
+        return False  # never swallow the exception
+
+    def remove(self) -> None:
+        """Detach every hook (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
 PER_TOKEN = ("experts", "weights", "scores_k", "biased_k", "flips", "scores", "shared_share", "entropy")
 
 

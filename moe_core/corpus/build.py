@@ -25,7 +25,7 @@ import random
 import sysconfig
 from pathlib import Path
 
-from moe_core.corpus.docs import VAL_FRACTION, Doc, split_docs, write_docs
+from moe_core.corpus.docs import VAL_FRACTION, Doc, label_sizes, split_docs, write_docs
 from moe_core.corpus.generated import generated_docs
 from moe_core.corpus.stdlib_text import Stdlib, code_docs, prose_docs
 from moe_core.files import write_json_atomic
@@ -53,15 +53,6 @@ def make_docs(seed: int = 0, chars_per_domain: int = SIZES["default"]) -> list[D
     for i, doc in enumerate(docs):
         doc.doc_id = i
     return docs
-
-
-def _sizes(docs: list[Doc]) -> dict[str, dict[str, int]]:
-    sizes: dict[str, dict[str, int]] = {}
-    for d in docs:
-        entry = sizes.setdefault(d.label, {"docs": 0, "chars": 0})
-        entry["docs"] += 1
-        entry["chars"] += len(d.text)
-    return {label: sizes[label] for label in sorted(sizes)}
 
 
 def build_corpus(
@@ -96,8 +87,8 @@ def build_corpus(
         "val_fraction": val_fraction,
         "labels": list(LABELS),
         "files": {"train": "train.jsonl", "val": "val.jsonl"},
-        "train": _sizes(train),
-        "val": _sizes(val),
+        "train": label_sizes(train),
+        "val": label_sizes(val),
         "total": {"docs": len(docs), "chars": sum(len(d.text) for d in docs)},
         "sources": {label: dict(sorted(sources[label].items())) for label in sorted(sources)},
         "source_descriptions": {

@@ -104,6 +104,16 @@ def split_docs(docs: list[Doc], seed: int = 0, val_fraction: float = VAL_FRACTIO
     return train, val
 
 
+def label_sizes(docs: list[Doc]) -> dict[str, dict[str, int]]:
+    """{label: {"docs": count, "chars": total characters}}, labels sorted (corpus manifests, run.json)."""
+    sizes: dict[str, dict[str, int]] = {}
+    for d in docs:
+        entry = sizes.setdefault(d.label, {"docs": 0, "chars": 0})
+        entry["docs"] += 1
+        entry["chars"] += len(d.text)
+    return {label: sizes[label] for label in sorted(sizes)}
+
+
 def write_docs(path: Path, docs: list[Doc]) -> None:
     """A corpus JSONL file: one {"doc_id", "label", "source", "text"} object per line (atomic)."""
     write_jsonl_atomic(path, ({"doc_id": d.doc_id, "label": d.label, "source": d.source, "text": d.text} for d in docs))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from moe_core.config import ModelConfig
-from moe_core.corpus import Doc, build_corpus, docs_from_paths, load_docs, split_docs
+from moe_core.corpus import Doc, build_corpus, docs_from_paths, label_sizes, load_docs, split_docs
 from moe_core.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from moe_core.run import RUN_FORMAT, Run, save_weights
 from moe_core.tokenizer import eot_id, save_tokenizer, train_tokenizer
@@ -26,16 +26,11 @@ from moe_core.training.data import encode_docs
 
 def corpus_summary(docs_train: list[Doc], docs_val: list[Doc], manifest: dict | None = None) -> dict:
     """Sizes per label of each split (+ the corpus manifest's seed/size/sources when built-in)."""
-
-    def sizes(docs: list[Doc]) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for d in docs:
-            entry = out.setdefault(d.label, {"docs": 0, "chars": 0})
-            entry["docs"] += 1
-            entry["chars"] += len(d.text)
-        return dict(sorted(out.items()))
-
-    summary = {"train": sizes(docs_train), "val": sizes(docs_val), "labels": sorted({d.label for d in docs_train})}
+    summary = {
+        "train": label_sizes(docs_train),
+        "val": label_sizes(docs_val),
+        "labels": sorted({d.label for d in docs_train}),
+    }
     if manifest:
         summary["manifest"] = {
             k: manifest[k]
