@@ -1,8 +1,5 @@
 """RoutingTrace: which experts every token went to, in every MoE layer, as tidy tables.
 
-Why one module of ~530 lines: the tables, their invariants and their on-disk form (parquet + safetensors
-sidecar, checked on load) change together; split, a column added in one half would be forgotten in the other.
-
 In memory (see docs/ARCHITECTURE.md); n tokens, L MoE layers, K experts per token, E experts:
 - `tokens`: one row per token, index `token_row` (0..n-1):
   `doc_id, position, token_id, token_text, char_start, char_end, label` (label "" = unlabelled)
@@ -22,7 +19,7 @@ Canonical order (checked by `validate`): `routing` is sorted by (token_row, laye
 combination once, `token_layer` by (token_row, layer). So row i of `routing` is token i // (L*K), and
 `experts_array()` is a reshape, not a pivot.
 
-On disk (`save` / `load`):
+On disk (`save` / `load`; files, metadata and checksums in `analysis.trace_files`):
 - `PATH.parquet`: ONE table, one row per (token, layer, rank) in canonical order: the `routing` columns,
   then the `tokens` columns, then the `token_layer` columns (repeated over ranks/layers; parquet's
   dictionary encoding makes the repetition cheap). Any parquet reader gets an analysis-ready tidy table.
@@ -46,13 +43,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from moe_core.files import atomic_write
-
-FORMAT = "moe-explorer-trace/1"
-METADATA_KEY = b"moe_explorer_trace"
+from analysis import trace_files
 
 # column -> dtype of each table (small integer types keep a 1M-row trace small)
 TOKEN_COLUMNS: dict[str, str] = {
@@ -248,49 +240,18 @@ class RoutingTrace:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write PATH (parquet) and, when there are arrays, its sidecar PATH.arrays.safetensors; atomic."""
-        from safetensors.numpy import save as st_save
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: getattr(self, name) for name in _ARRAY_NAMES if getattr(self, name) is not None}
-        sidecar = sidecar_path(path)
-        header = self._header(arrays)
-        if arrays:
-            blob = st_save({name: np.ascontiguousarray(arr) for name, arr in arrays.items()})
-            header["sidecar"] = sidecar.name
-            header["sidecar_sha256"] = hashlib.sha256(blob).hexdigest()
-            atomic_write(sidecar, lambda tmp: Path(tmp).write_bytes(blob))
-        elif sidecar.exists():
-            sidecar.unlink()  # a stale sidecar from an earlier save
-        table = self._table(header)
-        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-        return path
+        return trace_files.write(path, self.wide(), self._header(), arrays)
 
     def to_parquet_bytes(self) -> bytes:
         """The parquet file alone, as bytes (for a download button): `load` reads it back exactly, without
         the optional arrays (scores, hidden), which only the sidecar of `save` holds."""
-        buf = pa.BufferOutputStream()
-        pq.write_table(self._table(self._header({})), buf)
-        return buf.getvalue().to_pybytes()
+        return trace_files.parquet_bytes(self.wide(), self._header())
 
-    def _header(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "n_tokens": self.n_tokens,
-            "meta": self.meta,
-            "texts": self.texts,
-            "arrays": {name: list(arr.shape) for name, arr in arrays.items()},
-            "sidecar": None,
-            "sidecar_sha256": None,
-        }
-
-    def _table(self, header: dict[str, Any]) -> pa.Table:
-        try:
-            encoded = json.dumps(header, ensure_ascii=False, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"trace meta/texts must be JSON-serialisable: {exc}") from None
-        table = pa.Table.from_pandas(self.wide(), preserve_index=False)
-        return table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: encoded})
+    def _header(self) -> dict[str, Any]:
+        return trace_files.header(self.n_tokens, self.meta, self.texts)
 
     @staticmethod
     def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:
@@ -305,12 +266,6 @@ class RoutingTrace:
         return path
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """trace.parquet -> trace.arrays.safetensors (same folder)."""
-    path = Path(path)
-    return path.with_name(path.stem + ".arrays.safetensors")
-
-
 def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:
     """Read a trace written by `RoutingTrace.save`.
 
@@ -319,33 +274,10 @@ def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:
     recorded with another model config.
     """
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"trace file not found: {path}")
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{path} is not a parquet file ({_first_line(exc)})") from None
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise ValueError(f"{path} is a parquet file but not a moe-explorer routing trace")
-    try:
-        header = json.loads(raw)
-        fmt, meta, texts = header["format"], header["meta"], header["texts"]
-        n = int(header["n_tokens"])
-    except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{path}: malformed routing-trace metadata") from None
-    if fmt != FORMAT:
-        raise ValueError(f"{path}: unsupported trace format {fmt!r} (this version reads {FORMAT!r})")
-    if expect_config is not None:
-        _check_config(path, meta, expect_config)
-
-    try:
-        wide = pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{path}: unreadable parquet data ({_first_line(exc)})") from None
+    head, wide = trace_files.read(path, expect_config)
+    n, meta = head["n_tokens"], head["meta"]
     missing = [c for c in (*ROUTING_COLUMNS, *TOKEN_COLUMNS, "shared_share", "entropy") if c not in wide]
     if missing:
         raise ValueError(f"{path}: malformed trace, missing column(s) {', '.join(missing)}")
@@ -357,29 +289,19 @@ def load(path: str | os.PathLike, expect_config: Any = None) -> RoutingTrace:
         tokens = _cast(wide[list(TOKEN_COLUMNS)].iloc[:: L * K].reset_index(drop=True), TOKEN_COLUMNS)
         tokens.index = pd.RangeIndex(n, name="token_row")
         token_layer = _cast(wide[list(TOKEN_LAYER_COLUMNS)].iloc[::K].reset_index(drop=True), TOKEN_LAYER_COLUMNS)
-        arrays: dict[str, np.ndarray] = {}
-        if header.get("sidecar"):
-            sidecar = path.with_name(header["sidecar"])
-            if not sidecar.is_file():
-                raise ValueError(f"its arrays file {sidecar.name} is missing")
-            if hashlib.sha256(sidecar.read_bytes()).hexdigest() != header.get("sidecar_sha256"):
-                raise ValueError(f"its arrays file {sidecar.name} does not belong to it (checksum mismatch)")
-            arrays = load_file(sidecar)
-            for name, shape in header.get("arrays", {}).items():
-                if name not in arrays or list(arrays[name].shape) != shape:
-                    raise ValueError(f"array {name!r} missing or of the wrong shape in {sidecar.name}")
+        arrays = trace_files.read_arrays(path, head)
         return RoutingTrace(
             tokens=tokens,
             routing=routing,
             token_layer=token_layer,
-            texts=dict(texts),
+            texts=dict(head["texts"]),
             meta=meta,
             scores=arrays.get("scores"),
             hidden=arrays.get("hidden"),
             hidden_rows=arrays.get("hidden_rows"),
         )
     except (ValueError, KeyError, TypeError, SafetensorError) as exc:
-        raise ValueError(f"{path}: malformed routing trace: {_first_line(exc)}") from None
+        raise ValueError(f"{path}: malformed routing trace: {trace_files.first_line(exc)}") from None
 
 
 def build_trace(
@@ -506,28 +428,3 @@ def _cast(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
             raise ValueError(f"column {col} does not fit in {dtype}")
         out[col] = cast
     return pd.DataFrame(out, index=frame.index)
-
-
-def _check_config(path: Path, meta: dict[str, Any], expect_config: Any) -> None:
-    expected = expect_config.to_dict() if hasattr(expect_config, "to_dict") else expect_config
-    found = meta.get("config")
-    if found is None:
-        raise ValueError(f"{path}: the trace records no model config, cannot check it belongs to this model")
-    if found != expected:
-        diff = sorted(_diff_keys(found, expected))
-        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
-        raise ValueError(f"{path}: trace was recorded with another model (config differs in: {shown})")
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,14 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.trace import (
-    METADATA_KEY,
-    RoutingTrace,
-    build_trace,
-    concat,
-    load,
-    sidecar_path,
-)
+from analysis.trace import RoutingTrace, build_trace, concat, load
+from analysis.trace_files import METADATA_KEY, sidecar_path
 
 
 def make_trace(n_docs=2, doc_len=3, L=2, K=2, E=4, seed=0, arrays=True, texts=None, config=None):
