@@ -46,10 +46,6 @@ def get_source(path: str) -> sources.ModelSource:
 # --- routing traces ----------------------------------------------------------------------------------------------
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def docs_key(docs: tuple[tuple[str, str, str], ...]) -> str:
     h = hashlib.sha256()
     for d in docs:
@@ -61,11 +57,6 @@ def docs_key(docs: tuple[tuple[str, str, str], ...]) -> str:
 def route_docs(path: str, step: int | None, key: str, _source, _docs: tuple[tuple[str, str, str], ...]):
     """RoutingTrace of docs (doc_id, label, text) through the source at `step`; cached by (path, step, key)."""
     return _source.record(_docs, step)
-
-
-def route_text(source: sources.ModelSource, step: int | None, text: str, label: str = "input"):
-    """Trace of one pasted text (cached by the text's hash)."""
-    return route_docs(source.path, step, text_hash(f"{label}\0{text}"), source, (("input", label, text),))
 
 
 def route_trace(source: sources.ModelSource, step: int | None, docs: list[tuple[str, str, str]]):

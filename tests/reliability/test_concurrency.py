@@ -54,7 +54,7 @@ TEXTS = [f"session {i}: " + word * (i + 2) for i, word in enumerate(["alpha ", "
 
 def test_four_sessions_route_at_once_on_one_cached_model(rel_app_env):
     """What 4 browser sessions do at the same moment: each session's script thread routes its own text
-    through the one cached model (app.cache.route_text -> the source's record). Without the recorder's
+    through the one cached model (app.cache.route_trace -> the source's record). Without the recorder's
     per-model lock the hooks of one recording captured the other sessions' tokens."""
     source = cache.get_source(str(rel_app_env))
     cache.route_docs.clear()  # every call below really records
@@ -65,7 +65,7 @@ def test_four_sessions_route_at_once_on_one_cached_model(rel_app_env):
         out = []
         for round_ in range(3):
             text = TEXTS[(i + round_) % 4] + " " * i  # a text of this session only: no shared cache entry
-            out.append((text, cache.route_text(source, 20, text, label=f"s{i}")))
+            out.append((text, cache.route_trace(source, 20, [("input", f"s{i}", text)])))
         return out
 
     with ThreadPoolExecutor(max_workers=4) as pool:

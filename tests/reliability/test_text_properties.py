@@ -186,15 +186,15 @@ def test_cached_traces_are_not_corrupted(rel_app_env):
     from app import cache
 
     source = cache.get_source(str(rel_app_env))
-    first = cache.route_text(source, 20, "hello <b>world</b>")
+    first = cache.route_trace(source, 20, [("input", "input", "hello <b>world</b>")])
     reference = first.tokens.copy()
     first.tokens.loc[:, "token_text"] = "MUTATED"  # a careless page
     first.texts["input"] = "MUTATED"
     with pytest.raises(ValueError):
         cache.route_trace(source, 20, [("a", "x", "1"), ("a", "y", "2")])  # duplicate ids: refused
     with pytest.raises(ValueError, match="lone surrogate"):
-        cache.route_text(source, 20, "bad \udcff text")
-    again = cache.route_text(source, 20, "hello <b>world</b>")
+        cache.route_trace(source, 20, [("input", "input", "bad \udcff text")])
+    again = cache.route_trace(source, 20, [("input", "input", "hello <b>world</b>")])
     assert again.tokens.equals(reference) and again.texts == {"input": "hello <b>world</b>"}
 
 
