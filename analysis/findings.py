@@ -1,14 +1,11 @@
 """Specialization findings of a run, from its eval traces, as Markdown (the tables of docs/FINDINGS.md).
 
-    python -m analysis.findings --run sample_data/default_run
+    python -m scripts.findings --run sample_data/default_run      (or `findings(load_run(RUN))` in Python)
 
 Uses only `metrics` and `specialization`; every number is recomputed from the run's files.
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,7 @@ import pandas as pd
 from analysis import metrics, specialization
 from analysis.trace import load
 from moe_core.model import count_parameters
-from moe_core.run import Run, load_run
+from moe_core.run import Run
 
 
 def _table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -124,15 +121,3 @@ def findings(run: Run) -> str:
             f"### Balance and bias flips on the eval set\n\n{_table(balance.merge(flips, on='layer'))}",
         ]
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True)
-    args = p.parse_args(argv)
-    print(findings(load_run(args.run)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

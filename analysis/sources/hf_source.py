@@ -41,7 +41,7 @@ class HFSource:
     def info(self) -> dict[str, Any]:
         """hf_folder_info of the folder (read once; never raises: `supported` and `reason` say what is wrong)."""
         if self._info is None:
-            from analysis.hf.folder import hf_folder_info  # no torch: discovery stays fast
+            from analysis.hf.folder import hf_folder_info  # reads config.json and safetensors headers only
 
             self._info = hf_folder_info(self.path)
         return self._info

@@ -45,8 +45,7 @@ def init_distributed(device_type: str) -> Dist:
 
 def setup_device(device: str) -> tuple[Dist, torch.device]:
     """(ranks, this rank's device) for `device` = auto, cpu, cuda or cuda:N."""
-    wants_cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    d = init_distributed("cuda" if wants_cuda else "cpu")
+    d = init_distributed(resolve_device(device).type)  # the backend (nccl / gloo) before the rank's device
     return d, resolve_device(device, d.local_rank)
 
 
