@@ -5,19 +5,11 @@ from __future__ import annotations
 from argparse import Namespace
 
 import pytest
-import torch
 
 from app.cli.train import model_config_from_args, run_train
 from tests.moe_core.test_train import tiny_docs
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and the machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli_args(**kw) -> Namespace:

@@ -29,13 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang songs in green trees".split()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and the machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_docs(n: int = 48, seed: int = 0) -> list[Doc]:

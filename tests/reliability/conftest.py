@@ -17,12 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared with a long training job: keep torch on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _shared_machine(one_thread):
+    """The machine is shared with a long training job: every reliability test keeps torch on one thread."""
 
 
 @pytest.fixture(scope="session")
