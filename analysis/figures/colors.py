@@ -19,8 +19,12 @@ _PALETTE_24 = ["#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A",
 
 
 def esc(value: object) -> str:
-    """HTML-escape any value for hover text, tick labels or raw HTML (quotes included)."""
-    return html.escape(str(value), quote=True)
+    """HTML-escape any value for hover text, tick labels or raw HTML (quotes included).
+
+    Quotes become numeric references (&#34; &#39;): plotly decodes those in hover and label text but shows
+    a named `&quot;` as it is, while HTML attributes and text read both the same.
+    """
+    return html.escape(str(value), quote=False).replace('"', "&#34;").replace("'", "&#39;")
 
 
 def expert_colors(n_experts: int) -> list[str]:

@@ -23,7 +23,7 @@ def test_mix_rgba_and_discrete_colorscale():
     assert figures.colors.rgba("#ff0080", 0.5) == "rgba(255,0,128,0.5)"
     scale = figures.colors.discrete_colorscale(["#111111", "#222222"])
     assert scale == [[0.0, "#111111"], [0.5, "#111111"], [0.5, "#222222"], [1.0, "#222222"]]
-    assert figures.colors.esc('"<a>') == "&quot;&lt;a&gt;"
+    assert figures.colors.esc("\"<a>'") == "&#34;&lt;a&gt;&#39;"  # numeric: plotly shows a named &quot; as is
 
 
 def test_colored_text_escapes_and_tiles(tiny_routing):
