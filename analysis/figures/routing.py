@@ -15,6 +15,67 @@ from plotly.subplots import make_subplots
 from analysis import tables
 from analysis.figures import colors
 
+TOKEN_CSS = """
+.moe-tokens [data-tip]{position:relative;cursor:pointer}
+.moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus::after,.moe-tokens .moe-sel::after{
+  content:attr(data-tip);position:absolute;left:0;top:calc(100% + 3px);z-index:20;width:max-content;max-width:16em;
+  background:#1f1f1f;color:#fff;padding:2px 6px;border-radius:4px;font:12px/1.4 sans-serif;white-space:normal;
+  pointer-events:none;box-shadow:0 1px 4px rgba(0,0,0,.4)}
+.moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus::after{z-index:21}
+.moe-tokens .moe-sel{box-shadow:0 0 0 2px #ffffff,0 0 0 4px #000000;text-decoration:underline}
+.moe-tokens [data-tip]:focus{outline:2px dashed currentColor}
+.moe-legend a{text-decoration:none}
+.moe-legend a:hover,.moe-legend a:focus{text-decoration:underline}
+"""
+"""Styles of the coloured text: a CSS tooltip from each token's data-tip (on hover, keyboard focus, and on the
+selected token, so it also shows after a tap), the selected token's ring, and the legend's links."""
+
+
+CLICK_JS = """
+export default function (component) {
+  const { data, setTriggerValue } = component;
+  let style = document.getElementById("moe-token-css");
+  if (!style) {
+    style = document.createElement("style");
+    style.id = "moe-token-css";
+    document.head.appendChild(style);
+  }
+  style.textContent = (data && data.css) || "";
+  const plain = (e) => e.button === 0 && !e.ctrlKey && !e.metaKey && !e.shiftKey && !e.altKey;
+  const onClick = (e) => {
+    if (!plain(e) || !e.target.closest) return;
+    const chip = e.target.closest(".moe-legend a[data-expert-link]");
+    if (chip) {
+      e.preventDefault();
+      setTriggerValue("expert", Number(chip.dataset.expertLink));
+      return;
+    }
+    const token = e.target.closest(".moe-tokens [data-token]");
+    if (token) setTriggerValue("token", Number(token.dataset.token));
+  };
+  const onKey = (e) => {
+    if ((e.key === "Enter" || e.key === " ") && e.target.matches && e.target.matches(".moe-tokens [data-token]")) {
+      e.preventDefault();
+      setTriggerValue("token", Number(e.target.dataset.token));
+    }
+  };
+  if (window.__moeTokenClicks) window.__moeTokenClicks();
+  document.addEventListener("click", onClick, true);
+  document.addEventListener("keydown", onKey, true);
+  window.__moeTokenClicks = () => {
+    document.removeEventListener("click", onClick, true);
+    document.removeEventListener("keydown", onKey, true);
+    window.__moeTokenClicks = null;
+  };
+  return window.__moeTokenClicks;
+}
+"""
+"""Script of a Streamlit v2 component (no markup of its own) mounted beside the coloured text with data =
+{"css": TOKEN_CSS}: it adds TOKEN_CSS to the page and turns a click (or Enter) on a token into the trigger
+`token` = its data-token, and a plain click on a legend chip into the trigger `expert` = its
+data-expert-link (the link's href stays for opening in a new tab). One listener on the document, so the
+text can be redrawn by every rerun."""
+
 
 def colored_text_html(
     text: str,
@@ -22,17 +83,21 @@ def colored_text_html(
     experts: Mapping[int, int] | pd.Series,
     n_experts: int,
     tooltips: Mapping[int, str] | pd.Series | None = None,
+    selected: int | None = None,
 ) -> str:
     """The original text as one line of HTML, each token's characters on its top-1 expert's colour.
 
     `spans` has columns char_start, char_end and is indexed by token_row; `experts[token_row]` is its
-    expert; characters not covered by any span are shown uncoloured. Every text piece and tooltip is
-    escaped; newlines become <br> so the HTML has no blank line (Markdown would end the HTML block there).
+    expert; characters not covered by any span are shown uncoloured. Each coloured token carries
+    data-token = its index in `spans` (0..len-1, what a click selects), data-tip = its tooltip (shown by
+    TOKEN_CSS, not the browser's title tooltip) and tabindex=0; the token with index `selected` gets the
+    class moe-sel. Every text piece and tooltip is escaped; newlines become <br> so the HTML has no blank
+    line (Markdown would end the HTML block there).
     """
     palette = colors.expert_colors(n_experts)
     pieces = ['<div class="moe-tokens" style="line-height:1.9;white-space:pre-wrap;font-family:monospace">']
     pos = 0
-    for row, start, end in zip(spans.index, spans["char_start"], spans["char_end"]):
+    for i, (row, start, end) in enumerate(zip(spans.index, spans["char_start"], spans["char_end"])):
         start, end = int(start), int(end)
         if start > pos:
             pieces.append(_text_piece(text[pos:start]))
@@ -44,9 +109,10 @@ def colored_text_html(
             pieces.append(piece)
         else:
             bg = palette[int(expert) % len(palette)]
-            title = colors.esc(tooltips.get(row, "")) if tooltips is not None else f"expert {int(expert)}"
+            tip = tooltips.get(row, "") if tooltips is not None else f"expert {int(expert)}"
+            sel = ' class="moe-sel" aria-current="true"' if i == selected else ""
             pieces.append(
-                f'<span title="{title}" data-expert="{int(expert)}" '
+                f'<span data-token="{i}" data-tip="{colors.esc(tip)}" data-expert="{int(expert)}" tabindex="0"{sel} '
                 f'style="background:{bg};color:{colors.text_color(bg)};border-radius:3px;padding:1px 0;'
                 f'box-shadow:inset -1px 0 0 rgba(255,255,255,.7)">{piece}</span>'
             )
@@ -62,16 +128,25 @@ def _text_piece(s: str) -> str:
     return colors.esc(s).replace("$", "&#36;").replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
 
 
-def legend_html(n_experts: int, counts: Sequence[int] | None = None) -> str:
-    """A one-line legend of expert colours (with token counts when given)."""
+def legend_html(n_experts: int, counts: Sequence[int] | None = None, layer: int | None = None) -> str:
+    """A one-line legend of expert colours (with token counts when given). With `layer`, each chip is a link
+    to that expert's profile, `expert?layer=L&expert=E` (target _self; data-expert-link = E for a page that
+    catches the click and keeps its session)."""
     palette = colors.expert_colors(n_experts)
     items = []
     for e, c in enumerate(palette):
         label = f"E{e}" + (f" ({int(counts[e])})" if counts is not None else "")
-        items.append(
-            f'<span style="background:{c};color:{colors.text_color(c)};border-radius:3px;padding:2px 6px;'
-            f'margin:0 4px 4px 0;font-family:monospace;display:inline-block;white-space:nowrap">{label}</span>'
+        style = (
+            f"background:{c};color:{colors.text_color(c)};border-radius:3px;padding:2px 6px;"
+            "margin:0 4px 4px 0;font-family:monospace;display:inline-block;white-space:nowrap"
         )
+        if layer is None:
+            items.append(f'<span style="{style}">{label}</span>')
+        else:
+            items.append(
+                f'<a href="expert?layer={int(layer)}&amp;expert={e}" target="_self" data-expert-link="{e}" '
+                f'aria-label="profile of E{e} at layer {int(layer)}" style="{style}">{label}</a>'
+            )
     return '<div class="moe-legend" style="line-height:2.2">' + "".join(items) + "</div>"
 
 

@@ -84,7 +84,7 @@ def test_token_colouring_escapes_text_and_tooltips(hostile_trace):
         top1 = tables.top1_table(routing, 0)
         html = figures.routing.colored_text_html(text, toks, top1, t.n_experts, tooltips={int(toks.index[0]): doc_id})
         assert not RAW.search(html), html[:300]
-        assert html.count('title="') == len(toks[toks["char_end"] > toks["char_start"]])  # no attribute broken out
+        assert html.count('data-tip="') == len(toks[toks["char_end"] > toks["char_start"]])  # no attribute broken out
 
 
 def test_report_escapes_texts_labels_doc_ids_and_run_name(hostile_trace):
