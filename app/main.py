@@ -19,6 +19,7 @@ PAGES = [  # (file, title, icon, url_path)
     ("heatmaps.py", "Expert heatmaps", ":material/grid_on:", "heatmaps"),
     ("training.py", "Training dynamics", ":material/show_chart:", "training"),
     ("geometry.py", "Router geometry", ":material/scatter_plot:", "geometry"),
+    ("expert.py", "Expert profile", ":material/person_search:", "expert"),
     ("train.py", "Train", ":material/model_training:", "train"),
 ]
 

@@ -1,0 +1,83 @@
+"""Expert profile: what one expert at one MoE layer takes, prefers and works with, at the selected step
+(?layer=L&expert=E), from the eval trace at that step, and its load share and bias over training."""
+
+import streamlit as st
+
+from analysis import figures, metrics, profile
+from app import cache, downloads, session
+
+source, step = session.require_source()
+st.title("Expert profile")
+trace = cache.eval_trace(source, step)
+if trace is None:
+    st.info("No eval documents to profile the experts on.")
+    st.stop()
+L, E, K, T = trace.n_layers, trace.n_experts, trace.top_k, trace.n_tokens
+session.layer_param(L, "ex_layer")
+wanted = st.query_params.get("expert")  # a link (legend chip, heatmap cell) names the expert once
+if wanted is not None and st.session_state.get("_ex_qp_expert") != wanted:
+    st.session_state["_ex_qp_expert"] = wanted
+    st.session_state["ex_expert"] = int(wanted) if wanted.isdigit() else 0
+st.session_state["ex_expert"] = min(max(int(st.session_state.get("ex_expert", 0)), 0), E - 1)
+c1, c2 = st.columns(2)
+layer = c1.selectbox("MoE layer", range(L), key="ex_layer")
+expert = c2.selectbox("Expert", range(E), key="ex_expert", format_func=lambda e: f"E{e}")
+st.query_params["layer"], st.query_params["expert"] = str(layer), str(expert)
+st.session_state["_ex_qp_expert"] = str(expert)
+
+experts = trace.experts_array()
+weights = trace.routing["weight"].to_numpy().reshape(experts.shape)
+color = figures.colors.expert_colors(E)[expert]
+share = profile.expert_share(experts, layer, expert, E)
+lift = profile.token_lift(experts, trace.tokens, layer, expert)
+domains = profile.domain_preference(experts, trace.tokens, layer, expert, E)
+sentence = profile.summary_sentence(layer, expert, share, domains, lift)
+st.markdown(figures.profile.summary_html(sentence), unsafe_allow_html=True)
+st.caption(f"{T:,} tokens of {len(trace.texts)} eval documents at step {step}. A routing is one of a token's "
+           f"top-{K} choices: {T * K:,} routings at this layer.")  # fmt: skip
+m1, m2, m3 = st.columns(3)
+vs_uniform = f"{share.share - share.uniform:+.1%} vs uniform {share.uniform:.1%}"
+m1.metric("Share of routings", f"{share.share:.1%}", vs_uniform, delta_color="off")
+m2.metric("Tokens with it in their top-k", f"{share.routings:,}", f"{share.token_share:.1%} of {T:,} tokens",
+          delta_color="off")  # fmt: skip
+m3.metric("Tokens with it as top-1", f"{share.top1:,}", f"{share.top1 / T:.1%} of tokens", delta_color="off")
+
+if source.capabilities.history and len(series := profile.history_series(source.history(), layer, expert)):
+    st.subheader("Over training")
+    st.plotly_chart(figures.profile.history_figure(series, share.uniform, step, expert, color), key="ex_history")
+
+st.subheader("Tokens it prefers")
+st.caption(f"Ranked by lift = P(E{expert} | token) ÷ P(E{expert}): the share of the token's occurrences "
+           f"routed to E{expert} over the share of all tokens routed to it; tokens seen ≥ {profile.MIN_COUNT} "
+           "times.")  # fmt: skip
+number = st.column_config.NumberColumn
+st.dataframe(lift.head(15), hide_index=True, key="ex_lift", column_config={
+    "p_expert_given_token": number(f"P(E{expert} | token)", format="percent"),
+    "p_expert": number(f"P(E{expert})", format="percent"),
+    "lift": number(format="%.2f×"), "pmi": number(format="%.2f bits")})  # fmt: skip
+downloads.download_csv(lift, f"lift_layer{layer}_E{expert}.csv")
+
+st.subheader("Domains it prefers")
+if len(domains):
+    st.plotly_chart(figures.profile.domain_figure(domains, expert, color), key="ex_domains")
+else:
+    st.caption("These documents carry no domain labels.")
+
+st.subheader("In context")
+rows = profile.example_rows(experts, weights, trace.tokens, layer, expert, lift["token_id"].head(8).tolist())
+st.markdown(figures.profile.kwic_html(profile.keyword_in_context(trace.tokens, trace.texts, rows), color),
+            unsafe_allow_html=True)  # fmt: skip
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Chosen together with")
+    partners = profile.coactivation_partners(metrics.coactivation(experts, E), layer, expert)
+    st.caption(f"Of the {share.routings:,} tokens routed to E{expert}, the share that also picked each partner.")
+    st.dataframe(partners, hide_index=True, key="ex_partners")
+with right:
+    st.subheader("Across layers (top-1)")
+    flow = metrics.cross_layer_flow(experts, E)
+    for direction, other in (("previous", layer - 1), ("next", layer + 1)):
+        if 0 <= other < L:
+            st.caption(f"Tokens with top-1 E{expert} here: their top-1 at layer {other} (baseline: all tokens)")
+            st.dataframe(profile.layer_flow(flow, layer, expert, direction), hide_index=True, key=f"ex_{direction}")
