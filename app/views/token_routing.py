@@ -40,6 +40,14 @@ except ValueError as exc:
     st.stop()
 
 L, E = trace.n_layers, trace.n_experts
+
+
+def pick_grid_cell():  # a click on the grid selects its token (x) AND its layer (y), before the widgets are drawn
+    points = st.session_state["tr_grid"].selection.points
+    if points and points[0].get("x") is not None and points[0].get("y") is not None:
+        st.session_state["tr_token"], st.session_state[session.KEY_LAYER] = int(points[0]["x"]), int(points[0]["y"])
+
+
 session.layer_param(L, session.KEY_LAYER)
 layer = st.slider("MoE layer", 0, L - 1, key=session.KEY_LAYER) if L > 1 else 0
 doc_ids = list(trace.texts)
@@ -49,21 +57,34 @@ routing = trace.routing[trace.routing["token_row"].isin(tokens.index)]
 top1 = tables.top1_table(routing, layer)
 summary = tables.routing_summary(routing[routing["layer"] == layer]).droplevel(1)
 counts = top1.value_counts().reindex(range(E), fill_value=0).tolist()
-st.markdown(figures.routing.legend_html(E, counts=counts), unsafe_allow_html=True)
-st.markdown(
-    figures.routing.colored_text_html(trace.texts[doc], tokens, top1, E, tooltips=summary), unsafe_allow_html=True
-)
-st.caption(f"{len(tokens):,} tokens · layer {layer} · hover a token to see its experts and gate weights")
+clicks = st.components.v2.component("moe_token_clicks", js=figures.routing.CLICK_JS)
+clicked = clicks(key="tr_clicks", data={"css": figures.routing.TOKEN_CSS}, on_token_change=lambda: None,
+                 on_expert_change=lambda: None)  # fmt: skip
+if clicked.get("expert") is not None:  # a legend chip: that expert's profile at this layer, in this session
+    st.switch_page(session.page_path("expert"), query_params={"layer": str(layer), "expert": str(clicked["expert"])})
+if clicked.get("token") is not None:  # a token in the text: that token, at the layer shown
+    st.session_state["tr_token"] = int(clicked["token"])
+session.follow_click(None, "tr_token", len(tokens))  # keep the selection inside this document
+tips = {row: f"token {i} · layer {layer}: {summary.get(row, '')}" for i, row in enumerate(tokens.index)}
+st.markdown(figures.routing.legend_html(E, counts=counts, layer=layer), unsafe_allow_html=True)
+text_html = figures.routing.colored_text_html(trace.texts[doc], tokens, top1, E, tips, st.session_state["tr_token"])
+st.markdown(text_html, unsafe_allow_html=True)
+st.caption(f"{len(tokens):,} tokens · layer {layer} · legend: top-1 tokens per expert (click a chip for its "
+           "profile) · hover or tap a token for its experts and gate weights, click it for its routing "
+           "steps")  # fmt: skip
 
 st.subheader("Token × layer grid")
-grid = st.plotly_chart(figures.routing.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select="rerun",
+grid = st.plotly_chart(figures.routing.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select=pick_grid_cell,
                        selection_mode="points")  # fmt: skip
 session.follow_click(grid, "tr_token", len(tokens))  # clicking a cell selects that token below
 
 st.subheader("One token, step by step")
-i = st.number_input("Token index (or click the grid)", 0, len(tokens) - 1, key="tr_token")
+i = st.number_input("Token index (click a token or a grid cell)", 0, len(tokens) - 1, key="tr_token")
 row = int(tokens.index[i])
 st.text(f"Token {i}: {tables.short_token(tokens.loc[row, 'token_text'])!r} at layer {layer}")  # plain text: user string
+expert = int(top1.get(row, 0))
+st.page_link(session.page_path("expert"), label=f"Profile of its top-1 expert, E{expert} at layer {layer}",
+             query_params={"layer": str(layer), "expert": str(expert)}, icon=":material/person_search:")  # fmt: skip
 if trace.scores is not None:
     rec = routing[(routing["token_row"] == row) & (routing["layer"] == layer)]  # what the model chose, by rank
     recorded = dict(zip(rec["expert"].astype(int), rec["weight"].astype(float)))
