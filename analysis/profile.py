@@ -251,18 +251,18 @@ def summary_sentence(
     pct = f"{ci:.0%}"
     if len(domains):
         best = domains.iloc[0]
+        highest = f"highest: {best['label']}, {best['ratio']:.2f}×, CI {best['lo']:.2f}–{best['hi']:.2f}×"
         if best["lo"] > 1:
             parts.append(
                 f"its strongest domain is {best['label']}: it gets {best['share']:.1%} of {best['label']} tokens, "
                 f"{best['ratio']:.1f}× uniform ({pct} CI {best['lo']:.1f}–{best['hi']:.1f}× over documents)"
             )
+        elif best["hi"] < 1:
+            parts.append(f"every domain sends it fewer tokens than uniform ({pct} CI over documents; {highest})")
         else:
-            parts.append(
-                f"no domain takes it above uniform beyond the {pct} CI over documents (highest: {best['label']}, "
-                f"{best['ratio']:.2f}×, CI {best['lo']:.2f}–{best['hi']:.2f}×)"
-            )
+            parts.append(f"no domain sends it more tokens than uniform beyond the {pct} CI over documents ({highest})")
         avoided = domains[domains["hi"] < 1]
-        if len(avoided):
+        if len(avoided) and best["hi"] >= 1:
             low = avoided.iloc[-1]
             parts.append(
                 f"it gets fewer {low['label']} tokens than uniform ({low['ratio']:.2f}×, CI up to {low['hi']:.2f}×)"

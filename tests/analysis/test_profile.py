@@ -163,10 +163,14 @@ def test_summary_sentence_names_no_domain_when_the_ci_includes_one():
                             "share": [0.3, 0.2], "ratio": [1.2, 0.8], "lo": [0.9, 0.6], "hi": [1.6, 1.1]})  # fmt: skip
     s = profile.summary_sentence(2, 5, share, domains, pd.DataFrame(columns=["lift"]))
     assert s == (
-        "E5 at layer 2 takes 12.5% of routings (uniform 12.5%); no domain takes it above uniform beyond the 95% CI "
-        "over documents (highest: math, 1.20×, CI 0.90–1.60×)."
+        "E5 at layer 2 takes 12.5% of routings (uniform 12.5%); no domain sends it more tokens than uniform beyond the "
+        "95% CI over documents (highest: math, 1.20×, CI 0.90–1.60×)."
     )
     assert "strongest" not in s and "fewer" not in s and "token" not in s.split(";")[0][30:]
+    below = domains.assign(ratio=[0.8, 0.5], lo=[0.6, 0.4], hi=[0.9, 0.7])
+    s = profile.summary_sentence(2, 5, share, below, pd.DataFrame(columns=["lift"]))
+    assert s.endswith("every domain sends it fewer tokens than uniform (95% CI over documents; highest: math, 0.80×, "
+                      "CI 0.60–0.90×).")  # fmt: skip
 
 
 def test_profile_figures(tokens, tiny_history):
