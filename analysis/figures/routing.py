@@ -17,13 +17,13 @@ from analysis.figures import colors
 
 TOKEN_CSS = """
 .moe-tokens [data-tip]{position:relative;cursor:pointer}
-.moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus::after,.moe-tokens .moe-sel::after{
-  content:attr(data-tip);position:absolute;left:0;top:calc(100% + 3px);z-index:20;width:max-content;max-width:16em;
+.moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus-visible::after,.moe-tokens .moe-sel::after{
+  content:attr(data-tip);position:absolute;left:0;top:calc(100% + 3px);z-index:20;width:max-content;max-width:24em;
   background:#1f1f1f;color:#fff;padding:2px 6px;border-radius:4px;font:12px/1.4 sans-serif;white-space:normal;
   pointer-events:none;box-shadow:0 1px 4px rgba(0,0,0,.4)}
-.moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus::after{z-index:21}
+.moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus-visible::after{z-index:21}
 .moe-tokens .moe-sel{box-shadow:0 0 0 2px #ffffff,0 0 0 4px #000000;text-decoration:underline}
-.moe-tokens [data-tip]:focus{outline:2px dashed currentColor}
+.moe-tokens [data-tip]:focus-visible{outline:2px dashed currentColor}
 .moe-legend a{text-decoration:none}
 .moe-legend a:hover,.moe-legend a:focus{text-decoration:underline}
 """

@@ -21,7 +21,7 @@ def test_tokens_carry_index_tip_and_selection(tiny_routing):
 
 def test_tooltip_css_shows_on_hover_focus_and_selection():
     css = figures.routing.TOKEN_CSS
-    for trigger in ("[data-tip]:hover::after", "[data-tip]:focus::after", ".moe-sel::after"):
+    for trigger in ("[data-tip]:hover::after", "[data-tip]:focus-visible::after", ".moe-sel::after"):
         assert trigger in css
     assert "content:attr(data-tip)" in css
     js = figures.routing.CLICK_JS
