@@ -36,11 +36,12 @@ st.markdown(figures.profile.summary_html(sentence), unsafe_allow_html=True)
 st.caption(f"{T:,} tokens of {len(trace.texts)} eval documents at step {step}. A routing is one of a token's "
            f"top-{K} choices: {T * K:,} routings at this layer.")  # fmt: skip
 m1, m2, m3 = st.columns(3)
-vs_uniform = f"{share.share - share.uniform:+.1%} vs uniform {share.uniform:.1%}"
-m1.metric("Share of routings", f"{share.share:.1%}", vs_uniform, delta_color="off")
-m2.metric("Tokens with it in their top-k", f"{share.routings:,}", f"{share.token_share:.1%} of {T:,} tokens",
-          delta_color="off")  # fmt: skip
-m3.metric("Tokens with it as top-1", f"{share.top1:,}", f"{share.top1 / T:.1%} of tokens", delta_color="off")
+quiet = dict(delta_color="off", delta_arrow="off")  # the deltas are denominators, not changes
+m1.metric("Share of routings", f"{share.share:.1%}", f"uniform {share.uniform:.1%}", **quiet)
+m2.metric("Tokens with it in their top-k", f"{share.routings:,}", f"{share.token_share:.1%} of {T:,} tokens "
+          f"(uniform {K / E:.1%})", **quiet)  # fmt: skip
+m3.metric("Tokens with it as top-1", f"{share.top1:,}", f"{share.top1 / T:.1%} of tokens (uniform {1 / E:.1%})",
+          **quiet)  # fmt: skip
 
 if source.capabilities.history and len(series := profile.history_series(source.history(), layer, expert)):
     st.subheader("Over training")
