@@ -12,8 +12,11 @@ st.caption("Which expert does every token go to? Paste text, pick a sample, or u
 input_kind = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
 docs = []
 if input_kind == "Paste text":
+    if session.KEY_TEXT not in st.session_state:  # Streamlit drops a widget's state on another page: restore it
+        st.session_state[session.KEY_TEXT] = st.session_state.get("tr_text_kept", "")
     text = st.text_area("Text", key=session.KEY_TEXT, height=140, placeholder="Paste any text or code here…",
                         max_chars=uploads.MAX_TEXT_CHARS)  # fmt: skip
+    st.session_state["tr_text_kept"] = text
     docs = [("input", "input", text)] if text.strip() else []
 elif input_kind == "Sample":
     samples = uploads.samples(source)
