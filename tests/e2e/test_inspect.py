@@ -1,0 +1,110 @@
+"""Click-to-inspect and the expert profile in a real browser (Playwright + Debian chromium, the tiny run).
+
+A click on a token in the coloured text selects it (ringed, its steps named below); a grid cell selects its
+token and its layer; the tooltip is CSS (no title attribute) and shows on a phone-sized screen; a legend chip
+opens that expert's profile in the same session (the pasted text is still there when coming back).
+Screenshots go to the test's tmp folder (MOE_EXPLORER_SHOTS=DIR keeps them there).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_browser import CHROMIUM, server, settle  # noqa: F401  (server is a fixture)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+TEXT = "def greet(name):\n    return 'Hello, ' + name\n\nThe quick brown fox jumps over the lazy dog."
+
+
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("MOE_EXPLORER_SHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def route_text(page, url: str) -> None:
+    page.goto(url + "/token_routing")
+    settle(page)
+    box = page.locator("textarea").first
+    box.fill(TEXT)
+    box.press("Control+Enter")
+    settle(page)
+    page.locator(".moe-tokens span[data-token]").first.wait_for(timeout=30_000)
+
+
+def step_line(page) -> str:
+    return page.locator("[data-testid='stText']", has_text=re.compile(r"^Token \d+: ")).first.inner_text()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
+def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):  # noqa: F811
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        route_text(page, server)
+        tokens = page.locator(".moe-tokens span[data-token]")
+        assert tokens.count() > 10 and page.locator(".moe-tokens [title]").count() == 0  # no browser tooltip
+        target = tokens.nth(6)
+        index = target.get_attribute("data-token")
+        target.click()
+        settle(page)
+        assert page.locator(".moe-tokens .moe-sel").get_attribute("data-token") == index  # highlighted
+        assert step_line(page).startswith(f"Token {index}: ") and step_line(page).endswith("at layer 0")
+        tip = page.locator(".moe-tokens .moe-sel").evaluate("e => getComputedStyle(e, '::after').content")
+        assert f"token {index} · layer 0: E" in tip  # the CSS tooltip of the selected token is shown
+
+        grid = page.locator("[data-testid='stPlotlyChart']").first.locator(".nsewdrag").first.bounding_box()
+        page.mouse.click(grid["x"] + grid["width"] * 0.3, grid["y"] + grid["height"] * 0.75)  # a cell of layer 1
+        settle(page)
+        line = step_line(page)
+        picked = re.match(r"Token (\d+): ", line).group(1)
+        assert line.endswith("at layer 1") and picked != index
+        assert page.locator(".moe-tokens .moe-sel").get_attribute("data-token") == picked  # the text follows
+        page.screenshot(path=str(shots(tmp_path) / "inspect_1400.png"), full_page=True)
+
+        phone = browser.new_page(viewport={"width": 400, "height": 800}, has_touch=True, is_mobile=True)
+        route_text(phone, server)
+        phone.locator(".moe-tokens span[data-token]").nth(3).tap()
+        settle(phone)
+        selected = phone.locator(".moe-tokens .moe-sel")
+        assert selected.get_attribute("data-token") == "3"
+        assert "token 3 · layer 0" in selected.evaluate("e => getComputedStyle(e, '::after').content")
+        selected.scroll_into_view_if_needed()
+        phone.screenshot(path=str(shots(tmp_path) / "inspect_400x800.png"))
+        browser.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
+def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_path):  # noqa: F811
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        route_text(page, server)
+        page.evaluate("window.__moe_same_page = 1")
+        page.locator(".moe-legend a[data-expert-link='1']").click()
+        summary = page.locator(".moe-profile-summary")
+        summary.wait_for(timeout=60_000)
+        settle(page)
+        assert summary.inner_text().startswith("E1 at layer 0 takes ")
+        assert "of routings (uniform 25.0%)" in summary.inner_text()
+        assert re.search(r"/expert\?(layer=0&expert=1|expert=1&layer=0)", page.url), page.url
+        assert page.evaluate("window.__moe_same_page") == 1  # no reload: the same page and session
+        page.screenshot(path=str(shots(tmp_path) / "profile_1400.png"), full_page=True)
+
+        page.locator("[data-testid='stSidebarNav'] a[href$='token_routing']").click()  # back, same session
+        settle(page)
+        assert page.locator("textarea").first.input_value() == TEXT
+
+        fresh = browser.new_page(viewport={"width": 400, "height": 800})  # a link opened on its own
+        fresh.goto(server + "/expert?layer=1&expert=2")
+        fresh.locator(".moe-profile-summary").wait_for(timeout=60_000)
+        assert fresh.locator(".moe-profile-summary").inner_text().startswith("E2 at layer 1 takes ")
+        fresh.screenshot(path=str(shots(tmp_path) / "profile_400x800.png"), full_page=True)
+        browser.close()
