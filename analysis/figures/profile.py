@@ -8,18 +8,26 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis import tables
 from analysis.figures import colors
+
+SMOOTHING = 0.9  # EMA weight of the smoothed share line (the raw per-batch share is drawn faint beneath it)
 
 
 def history_figure(series: pd.DataFrame, uniform: float, step: int | None, expert: int, color: str) -> go.Figure:
-    """Two panels over training steps: the expert's share of its layer's routings per logged batch (uniform
-    dashed) and its balancing bias; a vertical line marks the selected `step`. `series`: step, share, bias."""
+    """Two panels over training steps: the expert's share of its layer's routings per logged batch (faint; an
+    EMA with weight SMOOTHING on top; uniform dashed) and its balancing bias; a vertical line marks the selected
+    `step`. `series`: step, share, bias."""
     has_bias = bool(series["bias"].notna().any()) if "bias" in series else False
     rows = 2 if has_bias else 1
     titles = ["share of the layer's routings (per batch)"] + (["balancing bias"] if has_bias else [])
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=titles, vertical_spacing=0.12)
-    fig.add_scatter(x=series["step"], y=series["share"], mode="lines", name=f"E{expert} share", line_color=color,
-                    hovertemplate="step %{x}: %{y:.2%}<extra></extra>", row=1, col=1)  # fmt: skip
+    fig.add_scatter(x=series["step"], y=series["share"], mode="lines", name=f"E{expert} share per batch",
+                    line=dict(color=color, width=1), opacity=0.35, hovertemplate="step %{x}: %{y:.2%}<extra></extra>",
+                    row=1, col=1)  # fmt: skip
+    fig.add_scatter(x=series["step"], y=tables.ema(series["share"].to_numpy(), SMOOTHING), mode="lines",
+                    name=f"E{expert} share (EMA {SMOOTHING})", line=dict(color=color, width=2.5),
+                    hovertemplate="step %{x}: %{y:.2%} smoothed<extra></extra>", row=1, col=1)  # fmt: skip
     fig.add_hline(y=uniform, line_dash="dash", line_color="#666666", annotation_text=f"uniform {uniform:.1%}",
                   annotation_position="top left", row=1, col=1)  # fmt: skip
     if has_bias:

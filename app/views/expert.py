@@ -52,10 +52,11 @@ st.caption(f"Ranked by lift = P(E{expert} | token) ÷ P(E{expert}): the share of
            f"routed to E{expert} over the share of all tokens routed to it; tokens seen ≥ {profile.MIN_COUNT} "
            "times.")  # fmt: skip
 number = st.column_config.NumberColumn
+pct, times, name = number(format="percent"), number(format="%.2f×"), number(format="E%d")
 st.dataframe(lift.head(15), hide_index=True, key="ex_lift", column_config={
     "p_expert_given_token": number(f"P(E{expert} | token)", format="percent"),
-    "p_expert": number(f"P(E{expert})", format="percent"),
-    "lift": number(format="%.2f×"), "pmi": number(format="%.2f bits")})  # fmt: skip
+    "p_expert": number(f"P(E{expert})", format="percent"), "lift": times,
+    "pmi": number(format="%.2f bits")})  # fmt: skip
 downloads.download_csv(lift, f"lift_layer{layer}_E{expert}.csv")
 
 st.subheader("Domains it prefers")
@@ -74,11 +75,14 @@ with left:
     st.subheader("Chosen together with")
     partners = profile.coactivation_partners(metrics.coactivation(experts, E), layer, expert)
     st.caption(f"Of the {share.routings:,} tokens routed to E{expert}, the share that also picked each partner.")
-    st.dataframe(partners, hide_index=True, key="ex_partners")
+    st.dataframe(partners, hide_index=True, key="ex_partners", column_config={
+        "partner": name, "p_partner_given_expert": number(f"P(partner | E{expert})", format="percent"),
+        "lift": times})  # fmt: skip
 with right:
     st.subheader("Across layers (top-1)")
     flow = metrics.cross_layer_flow(experts, E)
     for direction, other in (("previous", layer - 1), ("next", layer + 1)):
         if 0 <= other < L:
             st.caption(f"Tokens with top-1 E{expert} here: their top-1 at layer {other} (baseline: all tokens)")
-            st.dataframe(profile.layer_flow(flow, layer, expert, direction), hide_index=True, key=f"ex_{direction}")
+            st.dataframe(profile.layer_flow(flow, layer, expert, direction), hide_index=True, key=f"ex_{direction}",
+                         column_config={"expert": name, "share": pct, "baseline": pct, "lift": times})  # fmt: skip

@@ -176,7 +176,8 @@ def test_summary_sentence_names_no_domain_when_the_ci_includes_one():
 def test_profile_figures(tokens, tiny_history):
     series = profile.history_series(tiny_history, 0, 0)
     fig = figures.profile.history_figure(series, 0.5, 2, 0, "#123456")
-    assert list(fig.data[0].y) == pytest.approx([0.75, 0.5]) and list(fig.data[1].y) == pytest.approx([0, -0.001])
+    assert list(fig.data[0].y) == pytest.approx([0.75, 0.5]) and list(fig.data[2].y) == pytest.approx([0, -0.001])
+    assert list(fig.data[1].y) == pytest.approx([0.75, 0.9 * 0.75 + 0.1 * 0.5])  # the EMA of the share
     shapes = fig.layout.shapes
     assert any(s.x0 == 2 and s.x1 == 2 for s in shapes)  # the selected step
     assert any(s.y0 == 0.5 and s.y1 == 0.5 for s in shapes)  # uniform
