@@ -79,10 +79,14 @@ def kwic_html(kwic: pd.DataFrame, color: str) -> str:
     rows = []
     for left, token, right, label in zip(kwic["left"], kwic["token"], kwic["right"], kwic["label"]):
         rows.append(
-            f'<tr><td style="text-align:right;white-space:pre;color:#666">{_piece(left)}</td>'
+            # each context is cut to 38% of the screen, the left one from its start, so the token stays in view
+            f'<tr><td style="color:#666"><div style="max-width:38vw;margin-left:auto;display:flex;'
+            f'justify-content:flex-end;overflow:hidden"><span style="white-space:pre;flex:none">{_piece(left)}'
+            f"</span></div></td>"
             f'<td style="white-space:pre"><mark style="background:{color};color:{fg};border-radius:3px;'
             f'padding:0 2px">{_piece(token)}</mark></td>'
-            f'<td style="white-space:pre;color:#666">{_piece(right)}</td>'
+            f'<td style="color:#666"><div style="max-width:38vw;overflow:hidden;white-space:pre">{_piece(right)}'
+            "</div></td>"
             f'<td style="color:#888;padding-left:1em">{_piece(label)}</td></tr>'
         )
     return (
