@@ -108,11 +108,11 @@ def domain_preference(
     columns = ["label", "count", "n_tokens", "share", "ratio", "lo", "hi"]
     if not (tokens["label"].fillna("").astype(str) != "").any():
         return pd.DataFrame(columns=columns)
-    cells = specialization.domain_specialization(experts_TLK, tokens, n_experts)
-    ci = specialization.specialization_bootstrap_ci(experts_TLK, tokens, n_experts, n_boot=n_boot, ci=CI, seed=seed)
-    pick = (cells["layer"] == layer) & (cells["expert"] == expert)
-    out = cells[pick].reset_index(drop=True)
-    bounds = ci[(ci["layer"] == layer) & (ci["expert"] == expert)].set_index("label")
+    one = np.asarray(experts_TLK)[:, layer : layer + 1, :]  # only this layer: the bootstrap's cost grows with L
+    cells = specialization.domain_specialization(one, tokens, n_experts)
+    ci = specialization.specialization_bootstrap_ci(one, tokens, n_experts, n_boot=n_boot, ci=CI, seed=seed)
+    out = cells[cells["expert"] == expert].reset_index(drop=True)
+    bounds = ci[ci["expert"] == expert].set_index("label")
     out["lo"] = out["label"].map(bounds["lo"])
     out["hi"] = out["label"].map(bounds["hi"])
     return out[columns].sort_values("ratio", ascending=False, kind="stable").reset_index(drop=True)

@@ -83,12 +83,14 @@ def test_domain_preference_ratio_and_ci(tokens):
 
 def test_domain_preference_reuses_the_document_bootstrap(tokens):
     four = tokens.assign(doc_id=["a", "a", "b", "c", "c", "d"])  # two documents per label
-    d = profile.domain_preference(EXPERTS, four, 0, 0, E, n_boot=100, seed=3)
-    ci = specialization.specialization_bootstrap_ci(EXPERTS, four, E, n_boot=100, seed=3)
-    ci = ci[(ci["layer"] == 0) & (ci["expert"] == 0)].set_index("label")
-    for row in d.itertuples():
-        assert (row.lo, row.hi) == (ci.loc[row.label, "lo"], ci.loc[row.label, "hi"])
-        assert row.lo <= row.ratio <= row.hi
+    full = specialization.specialization_bootstrap_ci(EXPERTS, four, E, n_boot=100, seed=3)
+    for layer, expert in ((0, 0), (1, 1)):  # computed on the one layer: the same resamples as on all layers
+        d = profile.domain_preference(EXPERTS, four, layer, expert, E, n_boot=100, seed=3)
+        ci = full[(full["layer"] == layer) & (full["expert"] == expert)].set_index("label")
+        assert len(d) == 2
+        for row in d.itertuples():
+            assert (row.lo, row.hi) == (ci.loc[row.label, "lo"], ci.loc[row.label, "hi"])
+            assert row.lo <= row.ratio <= row.hi
 
 
 def test_example_rows_prefer_the_given_ids_then_weight(tokens):
