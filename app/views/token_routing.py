@@ -25,9 +25,10 @@ else:
     good, errors = uploads.read_uploads(files)
     for message in errors:
         st.error(message)
+    uploads.show_notices(good)
     docs = uploads.docs_from_uploads(good)
 if not docs:
-    st.info("Enter some text to see its routing.")
+    st.info(uploads.NO_FILES_TEXT if input_kind == "Upload files" else "Enter some text to see its routing.")
     st.stop()
 
 docs, cut = uploads.limit_docs(source, docs)
