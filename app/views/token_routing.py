@@ -9,6 +9,7 @@ source, step = session.require_source()
 st.title("Token routing")
 st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
 
+session.url_mode("tr_source", "Sample", "tr_sample", "sample")  # a link with ?sample= opens the sample
 input_kind = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
 docs = []
 if input_kind == "Paste text":
@@ -17,6 +18,7 @@ if input_kind == "Paste text":
     docs = [("input", "input", text)] if text.strip() else []
 elif input_kind == "Sample":
     samples = uploads.samples(source)
+    session.url_param("tr_sample", "sample", choices=list(samples))
     name = st.selectbox("Sample", list(samples), key="tr_sample", help="built-in texts and the run's eval documents")
     docs = [("sample", name, samples[name])]
 else:
