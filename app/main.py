@@ -26,10 +26,21 @@ PAGES = [  # (file, title, icon, url_path)
 st.set_page_config(page_title="MoE explorer", page_icon=":material/hub:", layout="wide")
 
 explore = [
-    st.Page(HERE / "views" / file, title=title, icon=icon, url_path=url, default=(i == 0))
-    for i, (file, title, icon, url) in enumerate(PAGES)
+    st.Page(HERE / "views" / file, title=title, icon=icon, url_path=url)
+    for file, title, icon, url in PAGES[1:]
 ]
-groups = {"Explore": explore}
+# The default page is served at "/" and Streamlit ignores its url_path, so "/overview" would open "Page not found".
+# Overview is therefore the default page with an empty url_path, and a hidden page at "/overview" forwards there
+# (with the link's query parameters), so both addresses open it and the menu marks it.
+overview = st.Page(HERE / "views" / PAGES[0][0], title=PAGES[0][1], icon=PAGES[0][2], url_path="", default=True)
+forward = st.Page(
+    lambda: st.switch_page(overview, query_params=st.query_params.to_dict()),
+    title=PAGES[0][1],
+    url_path=PAGES[0][3],
+    visibility="hidden",
+)
+groups = {"Explore": [overview, *explore, forward]}
+lessons = []
 try:
     from app.views.learn import LESSONS
 
@@ -42,5 +53,5 @@ except ImportError:  # the Learn pages are optional
 
 page = st.navigation(groups)
 st.sidebar.title("MoE explorer")
-session.sidebar_selector()
+session.sidebar_selector(share=page not in lessons)  # a lesson's URL holds its own settings (app/learn_state.py)
 page.run()

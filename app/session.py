@@ -1,9 +1,19 @@
 """Session state shared by every page: its keys, the sidebar's source and step selector, the selected source,
-URL query parameters (?run=NAME, ?layer=N) and small widget helpers."""
+the shareable state in the URL, and small widget helpers.
+
+Shareable state: the URL query parameters `run` (display name of the source), `step`, `layer`, `expert`, `token`
+(token index in the selected document) and `sample` (Token routing's sample) follow their widgets as they change,
+so a copied link opens the same view in a fresh browser. `sidebar_selector` keeps `run` and `step`; a page calls
+`url_param(key, name, ...)` (or `layer_param`) just before creating a widget with that key. Only these names are
+written: the Learn pages keep their own lesson parameters (app/learn_state.py). The decisions are pure functions
+(`parse_param`, `resolve_param`, `to_query`, `from_query`), tested without Streamlit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -25,12 +35,14 @@ def current() -> tuple[str | None, int | None]:
     return st.session_state.get(KEY_RUN), st.session_state.get(KEY_STEP)
 
 
-def sidebar_selector() -> None:
-    """Source + step selectors in the sidebar, shared by every page (state in KEY_RUN / KEY_STEP)."""
+def sidebar_selector(share: bool = True) -> None:
+    """Source + step selectors in the sidebar, shared by every page (state in KEY_RUN / KEY_STEP). A link's ?run=NAME
+    and ?step=N choose them; with `share` (the Explore pages) the URL follows them. The Learn pages pass
+    share=False: their `step` is a lesson's own parameter, so it is neither read nor written there."""
     found = cache.discover_sources()
     wanted = st.query_params.get("run")
     if wanted and wanted in found and st.session_state.get("_moe_qp_run") != wanted:
-        st.session_state[KEY_RUN] = found[wanted]  # a Learn page linked to training?run=NAME
+        st.session_state[KEY_RUN] = found[wanted]  # a link, e.g. a Learn page's training?run=NAME
         st.session_state["_moe_qp_run"] = wanted
     if not found:
         st.sidebar.warning("No run found.")
@@ -41,6 +53,8 @@ def sidebar_selector() -> None:
         st.session_state[KEY_RUN] = paths[0]
     names = {p: n for n, p in found.items()}
     st.sidebar.selectbox("Run", paths, key=KEY_RUN, format_func=lambda p: names.get(p, Path(p).name))
+    if share:
+        _write_param("run", names.get(st.session_state[KEY_RUN]), "_moe_qp_run")
     try:
         source = cache.get_source(st.session_state[KEY_RUN])
         has_steps = source.capabilities.steps
@@ -59,6 +73,8 @@ def sidebar_selector() -> None:
         return
     if st.session_state.get(KEY_STEP) not in steps:
         st.session_state[KEY_STEP] = source.default_step()
+    if share:
+        url_param(KEY_STEP, "step", choices=steps, default=source.default_step())
     if len(steps) > 1:
         st.sidebar.select_slider("Checkpoint step", steps, key=KEY_STEP)
     else:
@@ -110,16 +126,108 @@ def follow_click(event, key: str, n: int) -> None:
 
 
 def layer_param(n_layers: int, key: str) -> None:
-    """Prepare the layer widget `key`: a new ?layer=N query parameter (the Learn pages link with it) sets it,
-    and its value is clamped to this model's layers (another run may have fewer). Create the widget after
-    this call without a default value."""
-    last = max(n_layers - 1, 0)
-    wanted = st.query_params.get("layer")
-    if wanted is not None and st.session_state.get(f"_moe_qp_{key}") != wanted:
-        st.session_state[f"_moe_qp_{key}"] = wanted
-        try:
-            st.session_state[key] = int(wanted)
-        except (TypeError, ValueError):
-            pass
-    value = st.session_state.get(key, 0)
-    st.session_state[key] = min(max(int(value) if isinstance(value, (int, float)) else 0, 0), last)
+    """Prepare the layer widget `key` from ?layer=N and keep the URL's `layer` in step with it (`url_param`); its
+    value is clamped to this model's layers (another run may have fewer). Create the widget right after this call
+    without a default value."""
+    url_param(key, "layer", hi=max(n_layers - 1, 0))
+
+
+# --- shareable state in the URL -------------------------------------------------------------------------------
+
+URL_NAMES = ("run", "step", "layer", "expert", "token", "sample")  # the only query parameters written here
+
+
+def parse_param(raw: Any, lo: int = 0, hi: int | None = None, choices: Sequence | None = None) -> Any:
+    """A query-parameter string (or a widget value) -> a valid widget value, or None when it has none.
+
+    With `choices`: the choice equal to it, or whose text is it (a step "500" -> 500). Otherwise a whole number
+    clamped into [lo, hi] ("7" with hi 3 -> 3); anything else ("x", "1.5", "", None, True) is None."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    if choices is not None:
+        by_text = {format_param(c): c for c in choices}
+        return raw if raw in choices else by_text.get(format_param(raw))
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    try:
+        value = int(raw) if isinstance(raw, int) else int(str(raw).strip())
+    except ValueError:
+        return None
+    value = max(value, lo)
+    return value if hi is None else min(value, hi)
+
+
+def format_param(value: Any) -> str:
+    """A widget value as it stands in the URL (what `parse_param` reads back)."""
+    return str(value)
+
+
+def resolve_param(current: Any, raw: str | None, synced: str | None, *, default: Any = None, **valid) -> Any:
+    """The widget value to use on this run, given its `current` session-state value, the URL's `raw` value and
+    the text last `synced` between the two (None at first): a link the session has not seen yet (raw differs from
+    synced) wins; else the widget's value; else the last synced one (Streamlit forgets a widget's value while its
+    page is away); else `default`. Each candidate must be valid (`parse_param(..., **valid)`), else the next one
+    is used; the result may be None when none is."""
+    candidates = ([raw] if raw is not None and raw != synced else []) + [current, synced, default]
+    for candidate in candidates:
+        value = parse_param(candidate, **valid)
+        if value is not None:
+            return value
+    return None
+
+
+def to_query(state: Mapping[str, Any]) -> dict[str, str]:
+    """The shareable part of `state` ({name: value}, names of URL_NAMES) as query parameters; None left out."""
+    return {n: format_param(state[n]) for n in URL_NAMES if state.get(n) is not None}
+
+
+def from_query(query: Mapping[str, str], valid: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Query parameters -> {name: value} for the names in `valid` ({name: parse_param's lo/hi/choices}), with
+    values that are missing or unusable left out (the inverse of `to_query` for valid values)."""
+    out = {}
+    for name, rules in valid.items():
+        value = parse_param(query.get(name), **rules)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _write_param(name: str, value: Any, synced_key: str) -> None:
+    """Put one shareable value into the URL (only when it changed: the URL stays stable) and remember it."""
+    if value is None:
+        return
+    text = format_param(value)
+    if st.query_params.get(name) != text:
+        st.query_params[name] = text
+    st.session_state[synced_key] = text
+
+
+def url_param(key: str, name: str, *, lo: int = 0, hi: int | None = None, choices: Sequence | None = None,
+              default: Any = None) -> Any:  # fmt: skip
+    """Tie the widget `key` to the URL query parameter `name` (one of URL_NAMES): a new link value sets the
+    widget, and the widget's value goes back into the URL. Call it just before creating the widget, without a
+    default value there; values are whole numbers in [lo, hi] or one of `choices` (see `resolve_param`); without
+    a valid value, `default` (else the first choice, else `lo`). Returns the value (None only for no choices)."""
+    if default is None:
+        default = choices[0] if choices else (None if choices is not None else lo)
+    synced_key = f"_moe_qp_{key}"
+    raw = st.query_params.get(name)
+    value = resolve_param(
+        st.session_state.get(key), raw, st.session_state.get(synced_key), default=default, lo=lo, hi=hi, choices=choices
+    )
+    if value is None:
+        return None
+    st.session_state[key] = value
+    _write_param(name, value, synced_key)
+    return value
+
+
+def url_mode(radio: str, option: str, key: str, name: str) -> None:
+    """Before a radio `radio` whose `option` shows the widget `key` tied to ?name= (Token routing: "Sample" shows
+    the sample box): a link with a new ?name= selects that option; choosing another option takes `name` out of
+    the URL, so a copied link never reopens a sample the page no longer shows."""
+    raw = st.query_params.get(name)
+    if raw is not None and raw != st.session_state.get(f"_moe_qp_{key}"):
+        st.session_state[radio] = option
+    elif raw is not None and radio in st.session_state and st.session_state[radio] != option:
+        del st.query_params[name]

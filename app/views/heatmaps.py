@@ -16,6 +16,7 @@ if texts == "My labelled files":
     good, errors = uploads.read_uploads(files)
     for message in errors:
         st.error(message)
+    uploads.show_notices(good)
     docs, _ = uploads.limit_docs(source, uploads.docs_from_uploads(good))
     trace = cache.route_trace(source, step, docs) if docs else None
 else:

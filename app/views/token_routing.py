@@ -9,6 +9,7 @@ source, step = session.require_source()
 st.title("Token routing")
 st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
 
+session.url_mode("tr_source", "Sample", "tr_sample", "sample")  # a link with ?sample= opens the sample
 input_kind = st.radio("Input", ["Paste text", "Sample", "Upload files"], horizontal=True, key="tr_source")
 docs = []
 if input_kind == "Paste text":
@@ -20,6 +21,7 @@ if input_kind == "Paste text":
     docs = [("input", "input", text)] if text.strip() else []
 elif input_kind == "Sample":
     samples = uploads.samples(source)
+    session.url_param("tr_sample", "sample", choices=list(samples))
     name = st.selectbox("Sample", list(samples), key="tr_sample", help="built-in texts and the run's eval documents")
     docs = [("sample", name, samples[name])]
 else:
@@ -28,9 +30,10 @@ else:
     good, errors = uploads.read_uploads(files)
     for message in errors:
         st.error(message)
+    uploads.show_notices(good)
     docs = uploads.docs_from_uploads(good)
 if not docs:
-    st.info("Enter some text to see its routing.")
+    st.info(uploads.NO_FILES_TEXT if input_kind == "Upload files" else "Enter some text to see its routing.")
     st.stop()
 
 docs, cut = uploads.limit_docs(source, docs)

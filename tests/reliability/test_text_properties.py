@@ -126,6 +126,7 @@ def test_decode_upload_never_raises(name, data):
     else:
         assert up.text.strip()
         up.text.encode("utf-8")  # decoded text is real Unicode (no lone surrogates)
+        assert up.notice is None or (up.notice.startswith(name + ": ") and "\n" not in up.notice)
         assert name.rsplit(".", 1)[-1].lower() in uploads.UPLOAD_TYPES
     docs = uploads.docs_from_uploads([up])  # CSV with missing/extra columns or bad quoting: never raises
     for doc_id, label, text in docs:
@@ -138,8 +139,8 @@ def test_upload_encodings_by_hand():
     text = "caf\u00e9 \u05e9\u05dc\u05d5\u05dd \U0001f600"
     assert uploads.decode_upload("a.txt", text.encode("utf-16")).text == text
     assert uploads.decode_upload("a.txt", text.encode("utf-8-sig")).text == text
-    latin = uploads.decode_upload("a.txt", "caf\u00e9".encode("latin-1"))
-    assert latin.error == "a.txt: not UTF-8 text (bad byte at position 3); save it as UTF-8."
+    latin = uploads.decode_upload("a.txt", "caf\u00e9".encode("latin-1"))  # decoded, with a notice
+    assert latin.text == "caf\u00e9" and latin.notice.startswith("a.txt: not UTF-8 (byte 3 is not valid UTF-8)")
     no_bom = uploads.decode_upload("a.txt", "abc".encode("utf-16-le"))  # UTF-16 without a BOM: NUL bytes
     assert no_bom.text is None and "binary" in no_bom.error
     assert "does not decode as UTF-16" in uploads.decode_upload("a.txt", b"\xff\xfe\x00\xd8").error
@@ -147,8 +148,8 @@ def test_upload_encodings_by_hand():
     assert csv == [("d.csv#0", "code", "x = 1"), ("d.csv#1", "", "hello")]  # extra column ignored, label missing
     only_text = uploads.docs_from_uploads([uploads.Upload("d.csv", "text\nx = 1\n", None)])
     assert only_text == [("d.csv", "d", "text\nx = 1\n")]  # no label column: the whole file is one document
-    ragged = uploads.docs_from_uploads([uploads.Upload("d.csv", 'label,text\n"open,x\n', None)])
-    assert len(ragged) == 1 and ragged[0][1] in ("d", "open,x\n")
+    ragged = uploads.decode_upload("d.csv", b'label,text\n"open,x\n')  # an unclosed quote: the row is skipped
+    assert uploads.docs_from_uploads([ragged]) == [] and "line 2 (a quote is never closed)" in ragged.notice
 
 
 GOOD_UPLOAD = st.tuples(

@@ -1,0 +1,78 @@
+"""Shared links in a real browser: the state in the URL opens the same view in a new browser context, and
+/overview opens the Overview page (not Streamlit's "Page not found" dialog). Served like tests/e2e/test_browser.py:
+the app headless on a tiny run (checkpoints 10 and 20, two MoE layers), Playwright driving Debian chromium."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.e2e.test_browser import CHROMIUM, server, settle  # noqa: F401 - `server` is a fixture
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs chromium")]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+def shown_state(page) -> tuple[str, str]:
+    """(checkpoint step, layer) as the Expert heatmaps page shows them to the reader."""
+    caption = page.get_by_text("at checkpoint step").first.inner_text()
+    heading = page.get_by_role("heading", name="Domain specialization, layer").first.inner_text()
+    return caption.rsplit(" ", 1)[-1], heading.rsplit(" ", 1)[-1]
+
+
+def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):  # noqa: F811
+    first = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = first.new_page()
+    page.goto(server + "/heatmaps")
+    settle(page)
+    assert shown_state(page) == ("20", "0")
+    page.get_by_test_id("stSelectbox").filter(has_text="MoE layer").click()  # layer 0 -> 1
+    page.get_by_role("option", name="1", exact=True).click()
+    settle(page)
+    slider = page.get_by_test_id("stSidebar").get_by_role("slider")  # checkpoint step 20 -> 10
+    slider.focus()
+    slider.press("ArrowLeft")
+    settle(page)
+    page.get_by_text("at checkpoint step 10").first.wait_for(timeout=60_000)
+    assert shown_state(page) == ("10", "1")
+    link = page.url
+    assert {k: query(link).get(k) for k in ("step", "layer")} == {"step": "10", "layer": "1"} and query(link)["run"]
+    first.close()
+
+    fresh = browser.new_context(viewport={"width": 1400, "height": 1000})  # no cookies, no session: a new reader
+    page = fresh.new_page()
+    page.goto(link)
+    settle(page)
+    page.get_by_text("at checkpoint step").first.wait_for(timeout=60_000)
+    assert shown_state(page) == ("10", "1")
+    assert page.get_by_test_id("stSidebar").get_by_role("slider").get_attribute("aria-valuetext") == "10"
+    assert {k: query(page.url).get(k) for k in ("step", "layer")} == {"step": "10", "layer": "1"}
+    fresh.close()
+
+
+def test_overview_opens_at_its_own_address(server, browser):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    for address in ("/overview?step=10", "/"):
+        page.goto(server + address)
+        settle(page)
+        page.get_by_role("heading", name="Architecture").wait_for(timeout=30_000)  # the Overview page
+        assert page.get_by_text("Page not found").count() == 0 and page.get_by_role("dialog").count() == 0
+        caption = page.get_by_text("(change both in the sidebar)").first.inner_text()
+        assert ("checkpoint step 10" in caption) == (address != "/"), caption  # the link's query is kept
+    page.goto(server + "/token_routing")  # a link to a page works as before
+    settle(page)
+    assert page.get_by_role("heading", name="Token routing").count() == 1
