@@ -25,10 +25,7 @@ PAGES = [  # (file, title, icon, url_path)
 
 st.set_page_config(page_title="MoE explorer", page_icon=":material/hub:", layout="wide")
 
-explore = [
-    st.Page(HERE / "views" / file, title=title, icon=icon, url_path=url)
-    for file, title, icon, url in PAGES[1:]
-]
+explore = [st.Page(HERE / "views" / file, title=title, icon=icon, url_path=url) for file, title, icon, url in PAGES[1:]]
 # The default page is served at "/" and Streamlit ignores its url_path, so "/overview" would open "Page not found".
 # Overview is therefore the default page with an empty url_path, and a hidden page at "/overview" forwards there
 # (with the link's query parameters), so both addresses open it and the menu marks it.

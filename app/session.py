@@ -115,16 +115,6 @@ def copy_key(src: str, dst: str) -> None:
     st.session_state[dst] = st.session_state[src]
 
 
-def follow_click(event, key: str, n: int) -> None:
-    """Set the number widget `key` to the x of a newly clicked chart point (a token index); keep it in 0..n-1."""
-    points = event.selection.points if event and event.selection else []
-    clicked = points[0].get("x") if points else None
-    if clicked is not None and st.session_state.get(f"_moe_click_{key}") != clicked:
-        st.session_state[f"_moe_click_{key}"] = clicked
-        st.session_state[key] = int(clicked)
-    st.session_state[key] = min(max(int(st.session_state.get(key, 0)), 0), max(n - 1, 0))
-
-
 def layer_param(n_layers: int, key: str) -> None:
     """Prepare the layer widget `key` from ?layer=N and keep the URL's `layer` in step with it (`url_param`); its
     value is clamped to this model's layers (another run may have fewer). Create the widget right after this call

@@ -14,16 +14,10 @@ if trace is None:
     st.stop()
 L, E, K, T = trace.n_layers, trace.n_experts, trace.top_k, trace.n_tokens
 session.layer_param(L, "ex_layer")
-wanted = st.query_params.get("expert")  # a link (legend chip, heatmap cell) names the expert once
-if wanted is not None and st.session_state.get("_ex_qp_expert") != wanted:
-    st.session_state["_ex_qp_expert"] = wanted
-    st.session_state["ex_expert"] = int(wanted) if wanted.isdigit() else 0
-st.session_state["ex_expert"] = min(max(int(st.session_state.get("ex_expert", 0)), 0), E - 1)
+session.url_param("ex_expert", "expert", hi=E - 1)  # a link (legend chip, heatmap cell) names the expert
 c1, c2 = st.columns(2)
 layer = c1.selectbox("MoE layer", range(L), key="ex_layer")
 expert = c2.selectbox("Expert", range(E), key="ex_expert", format_func=lambda e: f"E{e}")
-st.query_params["layer"], st.query_params["expert"] = str(layer), str(expert)
-st.session_state["_ex_qp_expert"] = str(expert)
 
 experts = trace.experts_array()
 weights = trace.routing["weight"].to_numpy().reshape(experts.shape)

@@ -70,7 +70,7 @@ if clicked.get("expert") is not None:  # a legend chip: that expert's profile at
     st.switch_page(session.page_path("expert"), query_params={"layer": str(layer), "expert": str(clicked["expert"])})
 if clicked.get("token") is not None:  # a token in the text: that token, at the layer shown
     st.session_state["tr_token"] = int(clicked["token"])
-session.follow_click(None, "tr_token", len(tokens))  # keep the selection inside this document
+session.url_param("tr_token", "token", hi=len(tokens) - 1)  # ?token=, kept inside this document
 tips = {row: f"token {i} · layer {layer}: {summary.get(row, '')}" for i, row in enumerate(tokens.index)}
 st.markdown(figures.routing.legend_html(E, counts=counts, layer=layer), unsafe_allow_html=True)
 text_html = figures.routing.colored_text_html(trace.texts[doc], tokens, top1, E, tips, st.session_state["tr_token"])
@@ -80,9 +80,8 @@ st.caption(f"{len(tokens):,} tokens · layer {layer} · legend: top-1 tokens per
            "steps")  # fmt: skip
 
 st.subheader("Token × layer grid")
-grid = st.plotly_chart(figures.routing.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select=pick_grid_cell,
-                       selection_mode="points")  # fmt: skip
-session.follow_click(grid, "tr_token", len(tokens))  # clicking a cell selects that token below
+st.plotly_chart(figures.routing.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select=pick_grid_cell,
+                selection_mode="points")  # fmt: skip
 
 st.subheader("One token, step by step")
 i = st.number_input("Token index (click a token or a grid cell)", 0, len(tokens) - 1, key="tr_token")
