@@ -1,9 +1,14 @@
 """Expert heatmaps: layer x expert load, domain specialization, co-activation, and the cross-layer flow.
 
-Shapes: L MoE layers, E experts.
+Shapes: L MoE layers, E experts. Colour ranges are chosen to be honest: the load is centred on the uniform
+share with a range fixed across steps, co-activation leaves out its diagonal (docs/COLOURS.md, Scales).
+Cells are labelled "E e" / "layer L" so that `clicked_cell` can tell which one a click hit.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,30 +16,64 @@ import plotly.graph_objects as go
 
 from analysis.figures import colors
 
+LOAD_SPAN = 0.5  # the load heatmap's colour range: uniform share ± this fraction of it, the same at every step
 
-def load_heatmap(load_LE: np.ndarray) -> go.Figure:
-    """Layer x expert load share (each layer's loads divided by its total); hover shows counts."""
+
+def load_heatmap(load_LE: np.ndarray, span: float = LOAD_SPAN) -> go.Figure:
+    """Layer x expert load share (each layer's loads divided by its total); hover shows share and count.
+
+    The colour is diverging and centred on the uniform share 1/E, with a fixed range (1 ± span)/E so that
+    two steps (or two runs with the same E) are drawn on the same scale; shares beyond it are clipped to
+    the end colours, and the colorbar says so.
+    """
     load_LE = np.asarray(load_LE, dtype=np.float64)
     L, E = load_LE.shape
     totals = load_LE.sum(axis=1, keepdims=True)
     share = np.divide(load_LE, totals, out=np.zeros_like(load_LE), where=totals > 0)
+    uniform = 1 / E
+    lo, hi = (1 - span) * uniform, (1 + span) * uniform
     fig = go.Figure(
         go.Heatmap(
             z=share,
             x=[f"E{e}" for e in range(E)],
             y=[f"layer {l}" for l in range(L)],
             customdata=load_LE,
-            colorscale="Viridis",
-            zmin=0,
-            colorbar=dict(title="share"),
-            hovertemplate="%{y}, %{x}: %{z:.1%} of routings (%{customdata:.0f})<extra></extra>",
+            colorscale="RdBu_r",
+            zmid=uniform,
+            zmin=lo,
+            zmax=hi,
+            colorbar=dict(
+                title=dict(text="share of<br>routings", side="top"),
+                tickvals=[lo, uniform, hi],
+                ticktext=[f"≤ {lo:.1%} (−{span:.0%})", f"{uniform:.1%} uniform", f"≥ {hi:.1%} (+{span:.0%})"],
+            ),
+            hovertemplate="%{y}, %{x}: %{z:.2%} of the layer's routings (%{customdata:,.0f})<extra></extra>",
         )
     )
     fig.update_layout(
-        title=f"Expert load per layer (uniform = {1 / E:.1%})", height=160 + 40 * L, margin=dict(t=50, b=30)
+        title=dict(
+            text=f"Expert load per layer: share of routings (uniform 1/E = {uniform:.1%})<br><sup>colour range "
+            f"fixed at uniform ± {span:.0%} on every step; shares beyond it are clipped</sup>"
+        ),
+        height=190 + 40 * L,
+        margin=dict(t=80, b=30),
     )
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def clicked_cell(points: Sequence[Mapping], layer: int | None = None) -> tuple[int, int] | None:
+    """(layer, expert) of a clicked heatmap cell, read from its axis labels ("layer L" rows, "E e" columns);
+    on heatmaps whose rows are not layers (domain x expert) the layer is `layer`. None when no expert cell
+    was clicked (or the layer is unknown)."""
+    if not points:
+        return None
+    x, y = str(points[0].get("x", "")), str(points[0].get("y", ""))
+    row = re.fullmatch(r"layer (\d+)", y)
+    layer = int(row.group(1)) if row else layer
+    if not re.fullmatch(r"E\d+", x) or layer is None:
+        return None
+    return int(layer), int(x[1:])
 
 
 def specialization_heatmap(ratio: pd.DataFrame, share: pd.DataFrame | None = None) -> go.Figure:
@@ -71,10 +110,17 @@ def specialization_heatmap(ratio: pd.DataFrame, share: pd.DataFrame | None = Non
 
 
 def coactivation_heatmap(cond_EE: np.ndarray, lift_EE: np.ndarray | None = None) -> go.Figure:
-    """Co-activation P(j | i): row i = given expert, column j = the other chosen expert; hover adds the lift."""
-    cond = np.asarray(cond_EE, dtype=np.float64)
+    """Co-activation P(j | i): row i = given expert, column j = the other chosen expert; hover adds the lift.
+
+    The diagonal (P(i | i) = 1 by definition) is left blank and out of the colour range, which spans the
+    off-diagonal values only.
+    """
+    cond = np.asarray(cond_EE, dtype=np.float64).copy()
     E = cond.shape[0]
+    np.fill_diagonal(cond, np.nan)
     lift = np.asarray(lift_EE, dtype=np.float64) if lift_EE is not None else np.full_like(cond, np.nan)
+    off = cond[~np.isnan(cond)]
+    top = float(off.max()) if off.size and off.max() > 0 else 1.0
     fig = go.Figure(
         go.Heatmap(
             z=cond,
@@ -83,11 +129,19 @@ def coactivation_heatmap(cond_EE: np.ndarray, lift_EE: np.ndarray | None = None)
             customdata=lift,
             colorscale="Blues",
             zmin=0,
+            zmax=top,
+            hoverongaps=False,
             colorbar=dict(title="P(j | i)"),
             hovertemplate="P(%{x} | %{y}) = %{z:.2f}, lift %{customdata:.2f}<extra></extra>",
         )
     )
-    fig.update_layout(title="Co-activation P(j | i)", xaxis_title="j", yaxis_title="i", height=420)
+    fig.update_layout(
+        title="Co-activation P(j | i)<br><sup>diagonal blank (P(i | i) = 1), colour range over i ≠ j</sup>",
+        xaxis_title="j",
+        yaxis_title="i",
+        height=440,
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
     fig.update_yaxes(autorange="reversed")
     return fig
 

@@ -73,6 +73,30 @@ def test_load_heatmap_shares():
     assert "25.0%" in fig.layout.title.text
 
 
+def test_load_heatmap_is_centred_on_uniform_with_a_range_fixed_across_steps():
+    early = figures.heatmaps.load_heatmap(np.array([[30, 10, 0, 0], [5, 5, 5, 5]])).data[0]
+    late = figures.heatmaps.load_heatmap(np.array([[101, 99, 100, 100], [1, 1, 1, 1]])).data[0]
+    for h in (early, late):  # E = 4: uniform 0.25, range 0.25 ± 50 % = 0.125 .. 0.375 whatever the data
+        assert (h.zmid, h.zmin, h.zmax) == pytest.approx((0.25, 0.125, 0.375))
+        assert h.colorscale[0][1] != h.colorscale[-1][1]  # diverging: the two ends differ
+        assert list(h.colorbar.tickvals) == pytest.approx([0.125, 0.25, 0.375])
+        assert h.colorbar.ticktext[0].startswith("≤") and h.colorbar.ticktext[-1].startswith("≥")
+    assert early.z[0][0] == 0.75  # the value itself is not clipped, only its colour
+    wide = figures.heatmaps.load_heatmap(np.ones((1, 8)), span=0.25)
+    assert (wide.data[0].zmin, wide.data[0].zmax) == pytest.approx((0.09375, 0.15625))
+    assert "fixed" in wide.layout.title.text and "clipped" in wide.layout.title.text
+
+
+def test_clicked_cell_reads_layer_and_expert_from_the_axis_labels():
+    assert figures.heatmaps.clicked_cell([{"x": "E3", "y": "layer 2", "z": 0.1}]) == (2, 3)
+    assert figures.heatmaps.clicked_cell([{"x": "E1", "y": "prose"}], layer=4) == (4, 1)
+    assert figures.heatmaps.clicked_cell([{"x": "E1", "y": "prose"}]) is None  # no layer known
+    assert figures.heatmaps.clicked_cell([{"x": "layer 1", "y": "E2"}], layer=0) is None
+    assert figures.heatmaps.clicked_cell([], layer=0) is None
+    fig = figures.heatmaps.load_heatmap(np.ones((3, 5)))  # the labels clicked_cell reads are the figure's
+    assert figures.heatmaps.clicked_cell([{"x": fig.data[0].x[4], "y": fig.data[0].y[2]}]) == (2, 4)
+
+
 def test_specialization_heatmap_escapes_labels():
     ratio = pd.DataFrame([[2.0, 0.5], [1.0, 1.0]], index=[XSS, "prose"], columns=[0, 1])
     fig = figures.heatmaps.specialization_heatmap(ratio)
@@ -82,9 +106,15 @@ def test_specialization_heatmap_escapes_labels():
 
 
 def test_coactivation_and_sankey():
-    cond = np.array([[0, 1.0], [0.5, 0]])
-    fig = figures.heatmaps.coactivation_heatmap(cond, lift_EE=np.array([[0, 2.0], [2.0, 0]]))
-    assert np.allclose(fig.data[0].z, cond) and np.allclose(fig.data[0].customdata, [[0, 2], [2, 0]])
+    cond = np.array([[1.0, 0.3, 0.1], [0.6, 1.0, 0.2], [0.0, 0.4, 1.0]])
+    lift = np.full((3, 3), 2.0)
+    fig = figures.heatmaps.coactivation_heatmap(cond, lift_EE=lift)
+    z = np.array(fig.data[0].z, dtype=float)
+    assert np.isnan(np.diag(z)).all()  # the diagonal (always 1) is blank ...
+    assert np.allclose(z[~np.eye(3, dtype=bool)], cond[~np.eye(3, dtype=bool)])
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0, 0.6)  # ... and out of the colour range
+    assert fig.data[0].hoverongaps is False and "diagonal blank" in fig.layout.title.text
+    assert np.allclose(fig.data[0].customdata, lift) and cond[0, 0] == 1.0  # the input is not modified
     flow = pd.DataFrame({"layer": [0, 0, 1], "src": [0, 1, 1], "dst": [1, 1, 0], "count": [3, 1, 10]})
     s = figures.heatmaps.flow_sankey(flow, n_layers=3, n_experts=2)
     link = s.data[0].link
@@ -131,3 +161,12 @@ def test_projection_scatter():
         coords, ["x", "y", "x"], [0, 1, 2], ["", "", ""], kind="category", max_categories=1
     )
     assert [t.name for t in cat.data] == ["x", "other"]
+
+
+def test_export_config_png_and_svg():
+    png = figures.export.CONFIG["toImageButtonOptions"]
+    assert png["format"] == "png" and png["scale"] == 2
+    svg = figures.export.config("svg", filename="load")["toImageButtonOptions"]
+    assert svg == {"format": "svg", "filename": "load", "scale": 1}
+    with pytest.raises(ValueError):
+        figures.export.config("pdf")
