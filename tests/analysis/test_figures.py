@@ -163,6 +163,32 @@ def test_projection_scatter():
     assert [t.name for t in cat.data] == ["x", "other"]
 
 
+def test_projection_scatter_shows_silhouette_and_keeps_many_experts_legend():
+    coords = np.zeros((64, 2))
+    fig = figures.geometry.projection_scatter(coords, list(range(64)), range(64), [""] * 64, silhouette=0.051)
+    assert len(fig.data) == 64 and "0.05" in fig.layout.title.text
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yanchor == "top"
+    few = figures.geometry.projection_scatter(coords[:2], [0, 1], [0, 1], ["", ""])
+    assert few.layout.title.text is None
+    assert fig.layout.height - few.layout.height == 24 * (8 - 1)  # 8 legend rows of 8 instead of 1
+
+
+@pytest.mark.parametrize(
+    ("value", "says", "never"),
+    [
+        (None, ["No silhouette"], ["splits"]),
+        (-0.1, ["-0.10", "mixed"], ["splits its"]),
+        (0.05, ["0.05", "overlap strongly", "mixed"], ["splits its"]),
+        (0.3, ["0.30", "weakly separated"], ["splits its"]),
+        (0.6, ["0.60", "reasonably separate"], ["mixed"]),
+        (0.85, ["0.85", "clearly separated"], ["mixed", "overlap"]),
+    ],
+)
+def test_silhouette_caption_says_what_the_number_supports(value, says, never):
+    caption = figures.geometry.silhouette_caption(value)
+    assert all(w in caption for w in says) and not any(w in caption for w in never), caption
+
+
 def test_export_config_png_and_svg():
     png = figures.export.CONFIG["toImageButtonOptions"]
     assert png["format"] == "png" and png["scale"] == 2
@@ -170,3 +196,12 @@ def test_export_config_png_and_svg():
     assert svg == {"format": "svg", "filename": "load", "scale": 1}
     with pytest.raises(ValueError):
         figures.export.config("pdf")
+
+
+def test_token_context_expert_column(tiny_routing):
+    text, tokens, routing = tiny_routing
+    experts = tables.top1_table(routing, 1).to_dict()  # layer 1: tokens 0, 1, 2 go first to experts 1, 1, 0
+    ctx = tables.token_context(tokens, {0: text}, [1, 2], width=1, experts=experts)
+    assert list(ctx.columns) == ["token_row", "token", "expert", "label", "context"]
+    assert ctx["expert"].tolist() == [1, 0] and ctx.loc[0, "context"] == "a[b]<"
+    assert "expert" not in tables.token_context(tokens, {0: text}, [1]).columns
