@@ -66,7 +66,8 @@ def projection_scatter(
         margin=dict(t=40, b=20, l=10, r=10),
     )
     if silhouette is not None:
-        fig.update_layout(title=dict(text=f"silhouette of the top-1 expert regions: {silhouette:.2f}", x=0.01))
+        title = f"silhouette of the top-1 expert regions: {silhouette:.2f}<br><sup>in the router-input space</sup>"
+        fig.update_layout(title=dict(text=title, x=0.01), margin=dict(t=60))
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     return fig

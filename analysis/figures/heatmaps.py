@@ -43,7 +43,6 @@ def load_heatmap(load_LE: np.ndarray, span: float = LOAD_SPAN) -> go.Figure:
             zmin=lo,
             zmax=hi,
             colorbar=dict(
-                title=dict(text="share of<br>routings", side="top"),
                 tickvals=[lo, uniform, hi],
                 ticktext=[f"≤ {lo:.1%} (−{span:.0%})", f"{uniform:.1%} uniform", f"≥ {hi:.1%} (+{span:.0%})"],
             ),
@@ -51,12 +50,12 @@ def load_heatmap(load_LE: np.ndarray, span: float = LOAD_SPAN) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=dict(
-            text=f"Expert load per layer: share of routings (uniform 1/E = {uniform:.1%})<br><sup>colour range "
-            f"fixed at uniform ± {span:.0%} on every step; shares beyond it are clipped</sup>"
+        title=dict(  # short lines: plotly titles do not wrap, and the page may be 400 px wide
+            text=f"Expert load: share of routings per layer<br><sup>centred on uniform 1/E = {uniform:.1%}; colour "
+            f"range fixed<br>at uniform ± {span:.0%} on every step, clipped beyond</sup>"
         ),
-        height=190 + 40 * L,
-        margin=dict(t=80, b=30),
+        height=200 + 40 * L,
+        margin=dict(t=95, b=30),
     )
     fig.update_yaxes(autorange="reversed")
     return fig
