@@ -61,7 +61,7 @@ def projection_scatter(
     legend_rows = -(-len(groups) // 8)  # about 8 entries per row at the usual widths
     fig.update_layout(
         height=520 + 24 * legend_rows,
-        dragmode="lasso",
+        dragmode="zoom",  # a click selects one point (the lasso and box tools are in the toolbar)
         legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0, itemsizing="constant"),
         margin=dict(t=40, b=20, l=10, r=10),
     )

@@ -46,9 +46,11 @@ def load_heatmap(load_LE: np.ndarray, span: float = LOAD_SPAN) -> go.Figure:
                 tickvals=[lo, uniform, hi],
                 ticktext=[f"≤ {lo:.1%} (−{span:.0%})", f"{uniform:.1%} uniform", f"≥ {hi:.1%} (+{span:.0%})"],
             ),
-            hovertemplate="%{y}, %{x}: %{z:.2%} of the layer's routings (%{customdata:,.0f})<extra></extra>",
         )
     )
+    hover = [[f"layer {l}, E{e}: {share[l, e]:.2%} of the layer's routings ({load_LE[l, e]:,.0f})" for e in range(E)]
+             for l in range(L)]  # fmt: skip
+    _add_click_targets(fig, hover)
     fig.update_layout(
         title=dict(  # short lines: plotly titles do not wrap, and the page may be 400 px wide
             text=f"Expert load: share of routings per layer<br><sup>centred on uniform 1/E = {uniform:.1%}; colour "
@@ -59,6 +61,29 @@ def load_heatmap(load_LE: np.ndarray, span: float = LOAD_SPAN) -> go.Figure:
     )
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def _add_click_targets(fig: go.Figure, hover: Sequence[Sequence[str]]) -> None:
+    """Put an invisible marker on the centre of every cell of the figure's heatmap (trace 0), carrying its hover
+    text: a heatmap cannot be click-selected in plotly, a scatter point can, and with no hover distance limit a
+    click anywhere in a cell selects the marker of that cell. The heatmap itself gets no hover."""
+    heat = fig.data[0]
+    xs, ys = list(heat.x), list(heat.y)
+    fig.add_trace(
+        go.Scatter(
+            x=[x for _ in ys for x in xs],
+            y=[y for y in ys for _ in xs],
+            text=[t for row in hover for t in row],
+            mode="markers",
+            marker=dict(size=12, opacity=0),
+            selected=dict(marker=dict(opacity=0)),
+            unselected=dict(marker=dict(opacity=0)),
+            hovertemplate="%{text}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    heat.hoverinfo = "skip"
+    fig.update_layout(hovermode="closest", hoverdistance=-1)
 
 
 def clicked_cell(points: Sequence[Mapping], layer: int | None = None) -> tuple[int, int] | None:
@@ -97,11 +122,15 @@ def specialization_heatmap(ratio: pd.DataFrame, share: pd.DataFrame | None = Non
             zmin=-bound,
             zmax=bound,
             colorbar=dict(title="log2 ratio"),
-            hovertemplate="%{y}, %{x}: %{text} uniform"
-            + (" (share %{customdata:.1%})" if share is not None else "")
-            + "<extra></extra>",
         )
     )
+    share_text = np.vectorize(lambda v: f" (share {v:.1%})")(custom) if share is not None and custom.size else None
+    hover = [
+        [f"{fig.data[0].y[i]}, E{c}: {values[i, j]:.2f}x uniform" + (share_text[i, j] if share_text is not None else "")
+         for j, c in enumerate(ratio.columns)]
+        for i in range(len(ratio))
+    ]  # fmt: skip
+    _add_click_targets(fig, hover)
     fig.update_layout(
         title="Domain specialization vs uniform (1x = k/E)", height=160 + 30 * len(ratio), margin=dict(t=50, b=30)
     )

@@ -9,8 +9,8 @@ source, step = session.require_source()
 st.title("Router geometry")
 st.caption(
     "Each point is one token's router input (the hidden state the router sees) at the chosen layer, projected "
-    "to 2-D, coloured by its top-1 expert (or its domain or token). Drag a lasso or box (chart toolbar) to "
-    "list the selected tokens; click a point to open its expert's profile."
+    "to 2-D, coloured by its top-1 expert (or its domain or token). Pick lasso or box select in the chart toolbar "
+    "and drag to list the selected tokens; click a point to open its expert's profile."
 )
 trace = cache.eval_trace(source, step)
 if trace is None or trace.hidden is None:
@@ -45,7 +45,7 @@ if proj.extra.get("points_total", 0) > len(coords):  # the max_points cap (strat
 m2.metric("Silhouette (router-input space)", "–" if proj.silhouette is None else f"{proj.silhouette:.3f}",
           help="How compact the top-1 expert regions are: 1 = separated, 0 = overlapping, < 0 = mixed")  # fmt: skip
 m3.metric("Silhouette (2-D plane)", "–" if proj.silhouette_2d is None else f"{proj.silhouette_2d:.3f}")
-st.caption(figures.geometry.silhouette_caption(proj.silhouette) + " (Silhouette in the router-input space.)")
+st.caption(figures.geometry.silhouette_caption(proj.silhouette))
 image = st.sidebar.radio("Figure download format", figures.export.FORMATS, horizontal=True, key="moe_image_format",
                          format_func=str.upper, help="What the camera button above each figure saves")  # fmt: skip
 event = st.plotly_chart(fig, key=f"geo_scatter_{layer}_{method}_{color_by}", on_select="rerun",

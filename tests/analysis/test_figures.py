@@ -97,6 +97,22 @@ def test_clicked_cell_reads_layer_and_expert_from_the_axis_labels():
     assert figures.heatmaps.clicked_cell([{"x": fig.data[0].x[4], "y": fig.data[0].y[2]}]) == (2, 4)
 
 
+def test_heatmap_cells_are_clickable_through_invisible_markers():
+    # plotly cannot click-select a heatmap cell: one invisible scatter marker per cell takes the click and hover
+    fig = figures.heatmaps.load_heatmap(np.array([[3, 1], [2, 2], [0, 4]]))
+    heat, targets = fig.data
+    assert heat.hoverinfo == "skip" and targets.type == "scatter" and targets.marker.opacity == 0
+    assert list(zip(targets.x, targets.y))[:3] == [("E0", "layer 0"), ("E1", "layer 0"), ("E0", "layer 1")]
+    assert targets.text[1] == "layer 0, E1: 25.00% of the layer's routings (1)"
+    assert fig.layout.hoverdistance == -1  # a click anywhere in a cell selects its marker
+    assert figures.heatmaps.clicked_cell([{"x": targets.x[5], "y": targets.y[5]}]) == (2, 1)
+    ratio = pd.DataFrame([[2.0, 0.5]], index=[XSS], columns=[3, 7])
+    spec = figures.heatmaps.specialization_heatmap(ratio, ratio / 8)
+    assert list(spec.data[1].x) == ["E3", "E7"]
+    assert spec.data[1].text[0] == "&lt;script&gt;alert(1)&lt;/script&gt;, E3: 2.00x uniform (share 25.0%)"
+    assert figures.heatmaps.clicked_cell([{"x": "E7", "y": spec.data[1].y[1]}], layer=2) == (2, 7)
+
+
 def test_specialization_heatmap_escapes_labels():
     ratio = pd.DataFrame([[2.0, 0.5], [1.0, 1.0]], index=[XSS, "prose"], columns=[0, 1])
     fig = figures.heatmaps.specialization_heatmap(ratio)
