@@ -231,8 +231,15 @@ def selected_rows(points: Sequence[Mapping]) -> list[int]:
     return sorted(set(rows))
 
 
-def token_context(tokens: pd.DataFrame, texts: Mapping, rows: Sequence[int], width: int = 30) -> pd.DataFrame:
-    """For token rows: the token and `width` characters of its document on each side, as plain text."""
+def token_context(
+    tokens: pd.DataFrame,
+    texts: Mapping,
+    rows: Sequence[int],
+    width: int = 30,
+    experts: Mapping[int, int] | None = None,
+) -> pd.DataFrame:
+    """For token rows: the token, its top-1 expert at the layer shown (`experts`: token_row -> expert; the
+    column is left out without it) and `width` characters of its document on each side, as plain text."""
     out = []
     for row in rows:
         t = tokens.loc[row]
@@ -242,11 +249,15 @@ def token_context(tokens: pd.DataFrame, texts: Mapping, rows: Sequence[int], wid
             {
                 "token_row": int(row),
                 "token": short_token(t["token_text"]),
+                "expert": int(experts[row]) if experts is not None else None,
                 "label": t.get("label", ""),
                 "context": (doc[max(0, s - width) : s] + "[" + doc[s:e] + "]" + doc[e : e + width]).replace("\n", " "),
             }
         )
-    return pd.DataFrame(out, columns=["token_row", "token", "label", "context"])
+    columns = ["token_row", "token", "expert", "label", "context"]
+    if experts is None:
+        columns.remove("expert")
+    return pd.DataFrame(out, columns=columns)
 
 
 # ---------------------------------------------------------------- Learn lessons

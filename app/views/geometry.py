@@ -9,8 +9,8 @@ source, step = session.require_source()
 st.title("Router geometry")
 st.caption(
     "Each point is one token's router input (the hidden state the router sees) at the chosen layer, projected "
-    "to 2-D. The router splits this space into expert regions. Choose box or lasso select in the chart's "
-    "toolbar and drag to list the selected tokens."
+    "to 2-D, coloured by its top-1 expert (or its domain or token). Pick lasso or box select in the chart toolbar "
+    "and drag to list the selected tokens; click a point to open its expert's profile."
 )
 trace = cache.eval_trace(source, step)
 if trace is None or trace.hidden is None:
@@ -36,7 +36,7 @@ hover = [
 ]
 kind = "expert" if color_by == "expert" else "category"
 fig = figures.geometry.projection_scatter(
-    coords[["x", "y"]], color, coords["token_row"], hover, kind, n_experts=trace.n_experts
+    coords[["x", "y"]], color, coords["token_row"], hover, kind, n_experts=trace.n_experts, silhouette=proj.silhouette
 )
 m1, m2, m3 = st.columns(3)
 m1.metric("Points", f"{len(coords):,}")
@@ -45,14 +45,21 @@ if proj.extra.get("points_total", 0) > len(coords):  # the max_points cap (strat
 m2.metric("Silhouette (router-input space)", "–" if proj.silhouette is None else f"{proj.silhouette:.3f}",
           help="How compact the top-1 expert regions are: 1 = separated, 0 = overlapping, < 0 = mixed")  # fmt: skip
 m3.metric("Silhouette (2-D plane)", "–" if proj.silhouette_2d is None else f"{proj.silhouette_2d:.3f}")
+st.caption(figures.geometry.silhouette_caption(proj.silhouette))
+image = st.sidebar.radio("Figure download format", figures.export.FORMATS, horizontal=True, key="moe_image_format",
+                         format_func=str.upper, help="What the camera button above each figure saves")  # fmt: skip
 event = st.plotly_chart(fig, key=f"geo_scatter_{layer}_{method}_{color_by}", on_select="rerun",
-                        selection_mode=("box", "lasso"))  # fmt: skip
+                        selection_mode=("points", "box", "lasso"), config=figures.export.config(image))  # fmt: skip
 downloads.download_csv(coords, f"projection_layer{layer}_{method.lower()}.csv", "Download coordinates (CSV)")
 
-rows = tables.selected_rows(event.selection.points) if event and event.selection else []
+selection = event.selection if event and event.selection else {}
+rows = tables.selected_rows(selection.get("points", []))
+expert_of = dict(zip(coords["token_row"], coords["expert"]))
+if len(rows) == 1 and not selection.get("box") and not selection.get("lasso"):  # a click, not a drag
+    st.switch_page(session.page_path("expert"), query_params={"layer": str(layer), "expert": str(expert_of[rows[0]])})
 if rows:
     st.subheader(f"{len(rows)} selected tokens")
-    table = tables.token_context(trace.tokens, trace.texts, rows)
+    table = tables.token_context(trace.tokens, trace.texts, rows, experts=expert_of)
     st.dataframe(table, hide_index=True, key="geo_selected")
     downloads.download_csv(table, "selected_tokens.csv", "Download selection (CSV)")
 else:

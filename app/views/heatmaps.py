@@ -26,13 +26,21 @@ if trace is None:
     st.stop()
 
 L, E, K = trace.n_layers, trace.n_experts, trace.top_k
+image = st.sidebar.radio("Figure download format", figures.export.FORMATS, horizontal=True, key="moe_image_format",
+                         format_func=str.upper, help="What the camera button above each figure saves")  # fmt: skip
+config = figures.export.config(image)
+
 session.layer_param(L, "hm_layer")
 layer = st.selectbox("MoE layer", range(L), key="hm_layer")
 experts = trace.experts_array()
-st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}")
+st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}. "
+           "Click a cell of the load or specialization heatmap to open that expert's profile.")  # fmt: skip
 
 load = metrics.expert_load(experts, E)
-st.plotly_chart(figures.heatmaps.load_heatmap(load), key="hm_load")
+event = st.plotly_chart(figures.heatmaps.load_heatmap(load), key="hm_load", on_select="rerun",
+                        selection_mode="points", config=config)  # fmt: skip
+if cell := figures.heatmaps.clicked_cell(event.selection.points, layer):
+    st.switch_page(session.page_path("expert"), query_params={"layer": str(cell[0]), "expert": str(cell[1])})
 downloads.download_csv(tables.matrix_frame(load, "layer", "expert", "load"), "expert_load.csv")
 
 st.subheader(f"Domain specialization, layer {layer}")
@@ -42,7 +50,10 @@ if spec is not None:
     cells = cells[cells["layer"] == layer]
     ratio = cells.pivot(index="label", columns="expert", values="ratio")
     share = cells.pivot(index="label", columns="expert", values="share")
-    st.plotly_chart(figures.heatmaps.specialization_heatmap(ratio, share), key="hm_spec")
+    event = st.plotly_chart(figures.heatmaps.specialization_heatmap(ratio, share), key="hm_spec",
+                            on_select="rerun", selection_mode="points", config=config)  # fmt: skip
+    if cell := figures.heatmaps.clicked_cell(event.selection.points, layer):
+        st.switch_page(session.page_path("expert"), query_params={"layer": str(cell[0]), "expert": str(cell[1])})
     b, m = baseline[baseline["layer"] == layer].iloc[0], mi[mi["layer"] == layer].iloc[0]
     st.caption(
         f"Most specialised cell: {b['max_ratio']:.2f}x uniform; with shuffled domain labels "
@@ -62,7 +73,8 @@ downloads.download_csv(top, f"top_tokens_layer{layer}.csv")
 c1, c2 = st.columns(2)
 with c1:
     co = metrics.coactivation(experts, E)
-    st.plotly_chart(figures.heatmaps.coactivation_heatmap(co.cond_LEE[layer], co.lift_LEE[layer]), key="hm_coact")
+    st.plotly_chart(figures.heatmaps.coactivation_heatmap(co.cond_LEE[layer], co.lift_LEE[layer]), key="hm_coact",
+                    config=config)  # fmt: skip
     table = tables.matrix_frame(co.cond_LEE[layer], "expert_i", "expert_j", "p_j_given_i")
     table["lift"] = co.lift_LEE[layer].ravel()
     downloads.download_csv(table, f"coactivation_layer{layer}.csv")
@@ -70,7 +82,7 @@ with c2:
     if L > 1:
         min_share = st.slider("Hide links below this share", 0.0, 0.2, 0.01, key="hm_min_share")
         flow = tables.flow_frame(metrics.cross_layer_flow(experts, E))
-        st.plotly_chart(figures.heatmaps.flow_sankey(flow, L, E, min_share), key="hm_flow")
+        st.plotly_chart(figures.heatmaps.flow_sankey(flow, L, E, min_share), key="hm_flow", config=config)
         downloads.download_csv(flow, "cross_layer_flow.csv")
     else:
         st.caption("Cross-layer flow needs at least two MoE layers.")

@@ -73,6 +73,46 @@ def test_load_heatmap_shares():
     assert "25.0%" in fig.layout.title.text
 
 
+def test_load_heatmap_is_centred_on_uniform_with_a_range_fixed_across_steps():
+    early = figures.heatmaps.load_heatmap(np.array([[30, 10, 0, 0], [5, 5, 5, 5]])).data[0]
+    late = figures.heatmaps.load_heatmap(np.array([[101, 99, 100, 100], [1, 1, 1, 1]])).data[0]
+    for h in (early, late):  # E = 4: uniform 0.25, range 0.25 ± 50 % = 0.125 .. 0.375 whatever the data
+        assert (h.zmid, h.zmin, h.zmax) == pytest.approx((0.25, 0.125, 0.375))
+        assert h.colorscale[0][1] != h.colorscale[-1][1]  # diverging: the two ends differ
+        assert list(h.colorbar.tickvals) == pytest.approx([0.125, 0.25, 0.375])
+        assert h.colorbar.ticktext[0].startswith("≤") and h.colorbar.ticktext[-1].startswith("≥")
+    assert early.z[0][0] == 0.75  # the value itself is not clipped, only its colour
+    wide = figures.heatmaps.load_heatmap(np.ones((1, 8)), span=0.25)
+    assert (wide.data[0].zmin, wide.data[0].zmax) == pytest.approx((0.09375, 0.15625))
+    assert "fixed" in wide.layout.title.text and "clipped" in wide.layout.title.text
+
+
+def test_clicked_cell_reads_layer_and_expert_from_the_axis_labels():
+    assert figures.heatmaps.clicked_cell([{"x": "E3", "y": "layer 2", "z": 0.1}]) == (2, 3)
+    assert figures.heatmaps.clicked_cell([{"x": "E1", "y": "prose"}], layer=4) == (4, 1)
+    assert figures.heatmaps.clicked_cell([{"x": "E1", "y": "prose"}]) is None  # no layer known
+    assert figures.heatmaps.clicked_cell([{"x": "layer 1", "y": "E2"}], layer=0) is None
+    assert figures.heatmaps.clicked_cell([], layer=0) is None
+    fig = figures.heatmaps.load_heatmap(np.ones((3, 5)))  # the labels clicked_cell reads are the figure's
+    assert figures.heatmaps.clicked_cell([{"x": fig.data[0].x[4], "y": fig.data[0].y[2]}]) == (2, 4)
+
+
+def test_heatmap_cells_are_clickable_through_invisible_markers():
+    # plotly cannot click-select a heatmap cell: one invisible scatter marker per cell takes the click and hover
+    fig = figures.heatmaps.load_heatmap(np.array([[3, 1], [2, 2], [0, 4]]))
+    heat, targets = fig.data
+    assert heat.hoverinfo == "skip" and targets.type == "scatter" and targets.marker.opacity == 0
+    assert list(zip(targets.x, targets.y))[:3] == [("E0", "layer 0"), ("E1", "layer 0"), ("E0", "layer 1")]
+    assert targets.text[1] == "layer 0, E1: 25.00% of the layer's routings (1)"
+    assert fig.layout.hoverdistance == -1  # a click anywhere in a cell selects its marker
+    assert figures.heatmaps.clicked_cell([{"x": targets.x[5], "y": targets.y[5]}]) == (2, 1)
+    ratio = pd.DataFrame([[2.0, 0.5]], index=[XSS], columns=[3, 7])
+    spec = figures.heatmaps.specialization_heatmap(ratio, ratio / 8)
+    assert list(spec.data[1].x) == ["E3", "E7"]
+    assert spec.data[1].text[0] == "&lt;script&gt;alert(1)&lt;/script&gt;, E3: 2.00x uniform (share 25.0%)"
+    assert figures.heatmaps.clicked_cell([{"x": "E7", "y": spec.data[1].y[1]}], layer=2) == (2, 7)
+
+
 def test_specialization_heatmap_escapes_labels():
     ratio = pd.DataFrame([[2.0, 0.5], [1.0, 1.0]], index=[XSS, "prose"], columns=[0, 1])
     fig = figures.heatmaps.specialization_heatmap(ratio)
@@ -82,9 +122,15 @@ def test_specialization_heatmap_escapes_labels():
 
 
 def test_coactivation_and_sankey():
-    cond = np.array([[0, 1.0], [0.5, 0]])
-    fig = figures.heatmaps.coactivation_heatmap(cond, lift_EE=np.array([[0, 2.0], [2.0, 0]]))
-    assert np.allclose(fig.data[0].z, cond) and np.allclose(fig.data[0].customdata, [[0, 2], [2, 0]])
+    cond = np.array([[1.0, 0.3, 0.1], [0.6, 1.0, 0.2], [0.0, 0.4, 1.0]])
+    lift = np.full((3, 3), 2.0)
+    fig = figures.heatmaps.coactivation_heatmap(cond, lift_EE=lift)
+    z = np.array(fig.data[0].z, dtype=float)
+    assert np.isnan(np.diag(z)).all()  # the diagonal (always 1) is blank ...
+    assert np.allclose(z[~np.eye(3, dtype=bool)], cond[~np.eye(3, dtype=bool)])
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0, 0.6)  # ... and out of the colour range
+    assert fig.data[0].hoverongaps is False and "diagonal blank" in fig.layout.title.text
+    assert np.allclose(fig.data[0].customdata, lift) and cond[0, 0] == 1.0  # the input is not modified
     flow = pd.DataFrame({"layer": [0, 0, 1], "src": [0, 1, 1], "dst": [1, 1, 0], "count": [3, 1, 10]})
     s = figures.heatmaps.flow_sankey(flow, n_layers=3, n_experts=2)
     link = s.data[0].link
@@ -131,3 +177,47 @@ def test_projection_scatter():
         coords, ["x", "y", "x"], [0, 1, 2], ["", "", ""], kind="category", max_categories=1
     )
     assert [t.name for t in cat.data] == ["x", "other"]
+
+
+def test_projection_scatter_shows_silhouette_and_keeps_many_experts_legend():
+    coords = np.zeros((64, 2))
+    fig = figures.geometry.projection_scatter(coords, list(range(64)), range(64), [""] * 64, silhouette=0.051)
+    assert len(fig.data) == 64 and "0.05" in fig.layout.title.text
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yanchor == "top"
+    few = figures.geometry.projection_scatter(coords[:2], [0, 1], [0, 1], ["", ""])
+    assert few.layout.title.text is None
+    assert fig.layout.height - few.layout.height == 24 * (8 - 1)  # 8 legend rows of 8 instead of 1
+
+
+@pytest.mark.parametrize(
+    ("value", "says", "never"),
+    [
+        (None, ["No silhouette"], ["splits"]),
+        (-0.1, ["-0.10", "mixed"], ["splits its"]),
+        (0.05, ["0.05", "overlap strongly", "mixed"], ["splits its"]),
+        (0.3, ["0.30", "weakly separated"], ["splits its"]),
+        (0.6, ["0.60", "reasonably separate"], ["mixed"]),
+        (0.85, ["0.85", "clearly separated"], ["mixed", "overlap"]),
+    ],
+)
+def test_silhouette_caption_says_what_the_number_supports(value, says, never):
+    caption = figures.geometry.silhouette_caption(value)
+    assert all(w in caption for w in says) and not any(w in caption for w in never), caption
+
+
+def test_export_config_png_and_svg():
+    png = figures.export.CONFIG["toImageButtonOptions"]
+    assert png["format"] == "png" and png["scale"] == 2
+    svg = figures.export.config("svg", filename="load")["toImageButtonOptions"]
+    assert svg == {"format": "svg", "filename": "load", "scale": 1}
+    with pytest.raises(ValueError):
+        figures.export.config("pdf")
+
+
+def test_token_context_expert_column(tiny_routing):
+    text, tokens, routing = tiny_routing
+    experts = tables.top1_table(routing, 1).to_dict()  # layer 1: tokens 0, 1, 2 go first to experts 1, 1, 0
+    ctx = tables.token_context(tokens, {0: text}, [1, 2], width=1, experts=experts)
+    assert list(ctx.columns) == ["token_row", "token", "expert", "label", "context"]
+    assert ctx["expert"].tolist() == [1, 0] and ctx.loc[0, "context"] == "a[b]<"
+    assert "expert" not in tables.token_context(tokens, {0: text}, [1]).columns
