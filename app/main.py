@@ -51,4 +51,5 @@ except ImportError:  # the Learn pages are optional
 page = st.navigation(groups)
 st.sidebar.title("MoE explorer")
 session.sidebar_selector(share=page not in lessons)  # a lesson's URL holds its own settings (app/learn_state.py)
+session.image_format_selector()
 page.run()

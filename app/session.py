@@ -17,6 +17,7 @@ from typing import Any
 
 import streamlit as st
 
+from analysis import figures
 from analysis.sources import ModelSource
 from app import cache
 
@@ -26,6 +27,7 @@ KEY_STEP = "moe_checkpoint_step"  # selected step (int) of that source; None whe
 KEY_TEXT = "moe_routing_text"  # text in the Token routing text area
 KEY_LAYER = "moe_layer"  # MoE layer shown on Token routing
 KEY_TRAIN_PROC = "moe_train_process"  # the background training run started from the Train page
+KEY_IMAGE_FORMAT = "moe_image_format"  # what every figure's camera button saves (png | svg)
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"
 
@@ -221,3 +223,17 @@ def url_mode(radio: str, option: str, key: str, name: str) -> None:
         st.session_state[radio] = option
     elif raw is not None and radio in st.session_state and st.session_state[radio] != option:
         del st.query_params[name]
+
+
+# --- figure export --------------------------------------------------------------------------------------------
+
+
+def image_format_selector() -> None:
+    """The sidebar's "Figure download format": one choice for every figure of every page."""
+    st.sidebar.radio("Figure download format", figures.export.FORMATS, horizontal=True, key=KEY_IMAGE_FORMAT,
+                     format_func=str.upper, help="What the camera button above each figure saves")  # fmt: skip
+
+
+def figure_config() -> dict:
+    """The plotly config of every st.plotly_chart: the camera button saves the chosen format (PNG or SVG)."""
+    return figures.export.config(st.session_state.get(KEY_IMAGE_FORMAT, "png"))

@@ -46,10 +46,8 @@ m2.metric("Silhouette (router-input space)", "–" if proj.silhouette is None el
           help="How compact the top-1 expert regions are: 1 = separated, 0 = overlapping, < 0 = mixed")  # fmt: skip
 m3.metric("Silhouette (2-D plane)", "–" if proj.silhouette_2d is None else f"{proj.silhouette_2d:.3f}")
 st.caption(figures.geometry.silhouette_caption(proj.silhouette))
-image = st.sidebar.radio("Figure download format", figures.export.FORMATS, horizontal=True, key="moe_image_format",
-                         format_func=str.upper, help="What the camera button above each figure saves")  # fmt: skip
 event = st.plotly_chart(fig, key=f"geo_scatter_{layer}_{method}_{color_by}", on_select="rerun",
-                        selection_mode=("points", "box", "lasso"), config=figures.export.config(image))  # fmt: skip
+                        selection_mode=("points", "box", "lasso"), config=session.figure_config())  # fmt: skip
 downloads.download_csv(coords, f"projection_layer{layer}_{method.lower()}.csv", "Download coordinates (CSV)")
 
 selection = event.selection if event and event.selection else {}

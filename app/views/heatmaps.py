@@ -26,9 +26,7 @@ if trace is None:
     st.stop()
 
 L, E, K = trace.n_layers, trace.n_experts, trace.top_k
-image = st.sidebar.radio("Figure download format", figures.export.FORMATS, horizontal=True, key="moe_image_format",
-                         format_func=str.upper, help="What the camera button above each figure saves")  # fmt: skip
-config = figures.export.config(image)
+config = session.figure_config()
 
 session.layer_param(L, "hm_layer")
 layer = st.selectbox("MoE layer", range(L), key="hm_layer")
