@@ -83,6 +83,9 @@ class HFSource:
     def steps(self) -> list[int]:
         return []
 
+    def model_steps(self) -> list[int]:
+        return []
+
     def default_step(self) -> int | None:
         return None
 
