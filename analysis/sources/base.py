@@ -118,6 +118,11 @@ class ModelSource(Protocol):
         """Validation rows by step; None when the source has none."""
         ...
 
+    def training_config(self) -> dict | None:
+        """{"model": ..., "train": ...} the model was trained with (runs differing only in train.seed are seeds
+        of one strategy); None when the source was not trained here."""
+        ...
+
     def stored_trace(self, step: int | None) -> RoutingTrace | None:
         """The eval documents' trace recorded ahead of time at `step`; None when there is none."""
         ...

@@ -120,6 +120,9 @@ class HFSource:
     def eval_history(self) -> None:
         return None
 
+    def training_config(self) -> None:
+        return None
+
     def stored_trace(self, step: int | None) -> None:
         return None
 

@@ -196,6 +196,11 @@ class RunSource:
     def eval_history(self) -> pd.DataFrame:
         return sorted_frame(self.run.eval_history())
 
+    def training_config(self) -> dict:
+        """run.json's model and train settings (and its balancing summary when it has one)."""
+        info = self.run.info
+        return {key: info[key] for key in ("model", "train", "balance") if key in info}
+
     def stored_trace(self, step: int | None):
         if step is None:
             return None

@@ -45,6 +45,8 @@ def test_run_source_gives_what_a_run_holds(tiny_run):
     hist, ev = source.history(), source.eval_history()
     assert hist["step"].tolist() == list(range(1, STEPS[-1] + 1))
     assert ev["step"].tolist() == list(STEPS)
+    config = source.training_config()
+    assert config["model"]["moe"]["n_experts"] == 4 and config["train"] == {"steps": STEPS[-1]}
     assert [label for _, label, _ in source.eval_docs()] == [label for label, _ in EVAL_DOCS]
     assert source.stored_trace(STEPS[-1]).n_tokens > 0
     assert source.stored_trace(STEPS[0]) is None and source.stored_trace(None) is None
@@ -151,6 +153,7 @@ def test_hf_source_gives_one_set_of_weights(tiny_hf):
         assert not getattr(capabilities, absent) and getattr(capabilities, absent).reason
     assert source.steps() == source.model_steps() == [] and source.default_step() is None
     assert source.history() is None and source.eval_history() is None and source.stored_trace(None) is None
+    assert source.training_config() is None
     assert source.eval_docs() == []
     card = source.card()
     assert card.title == "Hugging Face model: tiny-dsv3" and card.n_experts == 8
