@@ -179,6 +179,19 @@ def ema(values: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def ema_steps(steps: np.ndarray, values: np.ndarray, alpha: float) -> np.ndarray:
+    """EMA with `alpha` per training step, for curves logged every few steps (validation):
+    y_i = a_i * y_(i-1) + (1 - a_i) * x_i with a_i = alpha ** (steps_i - steps_(i-1)); equal to `ema` when
+    every step is logged, so sparse and dense curves of one run are smoothed alike."""
+    steps = np.asarray(steps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(values)
+    for i, v in enumerate(values):
+        a = alpha ** max(steps[i] - steps[i - 1], 0.0) if i else 0.0
+        out[i] = v if i == 0 else a * out[i - 1] + (1 - a) * v
+    return out
+
+
 def aux_series(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{aux loss name: (steps, values)} from the history's `aux` dicts (empty when no aux loss is on)."""
     if "aux" not in history:

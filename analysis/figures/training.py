@@ -38,8 +38,9 @@ def finish(fig: go.Figure, title: str, y_title: str, log_y: bool, marker_step: i
     return fig
 
 
-def smoothed(values: np.ndarray, smooth: float) -> np.ndarray:
-    return tables.ema(values, smooth) if smooth > 0 else np.asarray(values, dtype=np.float64)
+def smoothed(steps: np.ndarray, values: np.ndarray, smooth: float) -> np.ndarray:
+    """EMA with weight `smooth` per training step (`tables.ema_steps`); the values as they are when 0."""
+    return tables.ema_steps(steps, values, smooth) if smooth > 0 else np.asarray(values, dtype=np.float64)
 
 
 def expert_lines(
@@ -55,7 +56,7 @@ def expert_lines(
         on = e in shown
         fig.add_scatter(
             x=steps,
-            y=smoothed(values_NE[:, e], smooth),
+            y=smoothed(steps, values_NE[:, e], smooth),
             mode="lines",
             name=f"E{e}" if on else f"other experts ({len(grey)})",
             legendgroup=f"E{e}" if on else "other",
@@ -84,7 +85,13 @@ def load_share_curves(
         share = np.divide(load_NE, totals, out=np.zeros_like(load_NE), where=totals > 0)
         fig = expert_lines(steps, share, highlight, smooth, ".3f")
         E = share.shape[1]
-        fig.add_hline(y=1 / E, line_dash="dash", line_color="grey", annotation_text=f"uniform 1/{E}")
+        fig.add_hline(
+            y=1 / E,
+            line_dash="dash",
+            line_color="grey",
+            annotation_text=f"uniform 1/{E}",
+            annotation_position="bottom left",
+        )
     title = f"Expert share of routings, layer {layer}"
     return finish(fig, title, "share of routings", log_y, marker_step, "expert")
 
@@ -118,7 +125,7 @@ def run_curves(
     fig = go.Figure()
     palette = colors.expert_colors(max(len(series), 1))
     for (name, (steps, values)), c in zip(series.items(), palette):
-        fig.add_scatter(x=steps, y=smoothed(values, smooth), mode="lines", name=colors.esc(name),
+        fig.add_scatter(x=steps, y=smoothed(steps, values, smooth), mode="lines", name=colors.esc(name),
                         legendgroup=colors.esc(name), line=dict(color=c, width=2),
                         hovertemplate="step %{x}: %{y:.4g}")  # fmt: skip
     if smooth > 0:
@@ -127,7 +134,7 @@ def run_curves(
                             legendgroup=colors.esc(name), line=dict(color=c, width=1), opacity=0.25,
                             hoverinfo="skip")  # fmt: skip
     if smooth > 0:
-        title += f" (EMA {smooth:g})"
+        title += f" (EMA {smooth:g} per step)"
     return finish(fig, title, y_title, log_y, marker_step, "run")
 
 

@@ -24,12 +24,16 @@ L = source.card().n_layers
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 session.layer_param(L, "td_layer")
 layer = c1.selectbox("MoE layer", range(L), key="td_layer")
-smooth = c2.slider("Smoothing (EMA weight)", 0.0, 0.99, 0.8, key="td_smooth", help="On every curve; 0 = raw")
-log_y = c3.toggle("Log y: losses, experts", key="td_log")
+smooth = c2.slider("Smoothing (EMA)", 0.0, 0.99, 0.8, key="td_smooth", help="Per training step, every curve; 0 = raw")
+log_y = c3.toggle("Log y", key="td_log", help="Losses, shares and biases")
 log_vio = c4.toggle("Log y: MaxVio", True, key="td_log_vio", help="On by default: early spikes set no scale")
 at = dict(smooth=smooth, marker_step=step)
+if len(all_steps := source.steps()) > 1 and step is not None:
+    st.session_state["td_ckpt"] = step  # follow the sidebar; moving this slider moves the sidebar too
+    st.select_slider("Step", all_steps, key="td_ckpt", on_change=session.copy_key, args=("td_ckpt", session.KEY_STEP),
+                     help="Every step with weights or with a stored trace of the eval documents")  # fmt: skip
 if step is not None:
-    st.caption(f"Run **{name}**. The dotted line marks step {step}, the step chosen in the sidebar.")
+    st.caption(f"Run **{name}**. The dotted line marks step {step}, chosen here or in the sidebar.")
 
 loss = {name: (hist["step"].to_numpy(), hist["loss"].to_numpy())} if "loss" in hist else {}
 c1, c2 = st.columns(2)
@@ -75,10 +79,6 @@ else:
     st.caption("Saturation needs stored eval traces at two steps or more.")
 
 st.subheader(f"Routing at step {step}")
-if len(all_steps := source.steps()) > 1 and step is not None:
-    st.session_state["td_ckpt"] = step  # follow the sidebar; moving this slider moves the sidebar too
-    st.select_slider("Step", all_steps, key="td_ckpt", on_change=session.copy_key, args=("td_ckpt", session.KEY_STEP),
-                     help="Every step with weights or with a stored trace of the eval documents")  # fmt: skip
 trace = cache.eval_trace(source, step) if step is not None else None
 if trace is not None:
     c1, c2 = st.columns(2)
