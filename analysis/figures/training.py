@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from analysis import tables
 from analysis.figures import colors
 
+LOG_TICKS = [m * 10.0**p for p in range(-6, 7) for m in (1, 2, 5)]  # 1-2-5 labels on log axes, no minor digits
 OTHER = "#9e9e9e"  # experts not highlighted: thin grey lines (legible on light and dark backgrounds)
 MARKER = "#888888"
 
@@ -24,7 +25,7 @@ def finish(fig: go.Figure, title: str, y_title: str, log_y: bool, marker_step: i
     """Shared layout: titles, a legend below the plot, log y, and the selected step as a dotted line."""
     if log_y:
         title += " (log scale)"
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", tickvals=LOG_TICKS, tickformat="~g")
     fig.update_layout(
         title=title,
         xaxis_title="step",
