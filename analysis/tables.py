@@ -252,6 +252,12 @@ def saturation_table(experts_by_step: Mapping[int, np.ndarray]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[columns]
 
 
+def maxvio_global_series(eval_history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """MaxVio_global over validation steps, averaged over layers (empty without that column)."""
+    steps, v = history_array(eval_history, "maxvio_global")  # (N, L)
+    return (steps, v.mean(axis=1)) if v.ndim == 2 and len(steps) else (steps, np.zeros(len(steps)))
+
+
 # ---------------------------------------------------------------- run comparison
 
 FINAL_WINDOW = 100  # MaxVio_batch of a run: the mean over its last this many logged steps

@@ -109,13 +109,15 @@ if compared:
                "are one strategy: mean ± sample standard deviation (ddof = 1) over its n runs.")  # fmt: skip
     downloads.download_csv(table, "run_comparison.csv")
     pairs = {names.get(p, p): cache.histories(p) for p in compared}
-    curves = {
-        ("Training loss", "loss", log_y): {n: (h["step"], h["loss"]) for n, (h, _) in pairs.items() if h is not None},
-        ("Validation loss", "val loss", log_y): {n: (e["step"], e["val_loss"]) for n, (_, e) in pairs.items()
-                                                 if e is not None and "val_loss" in e},
+    hists = {n: h for n, (h, _) in pairs.items() if h is not None}
+    vals = {n: e for n, (_, e) in pairs.items() if e is not None and "val_loss" in e}
+    curves = {  # (title, y axis, log y): {run: (steps, values)}
+        ("Training loss", "loss", log_y): {n: (h["step"], h["loss"]) for n, h in hists.items()},
+        ("Validation loss", "val loss", log_y): {n: (e["step"], e["val_loss"]) for n, e in vals.items()},
         ("MaxVio_batch, mean over layers", "MaxVio_batch", log_vio): {n: tables.maxvio_series(h)
-                                                                      for n, (h, _) in pairs.items() if h is not None},
+                                                                      for n, h in hists.items()},
+        ("MaxVio_global, mean over layers", "MaxVio_global", log_vio): {n: tables.maxvio_global_series(e)
+                                                                        for n, e in vals.items()},
     }  # fmt: skip
-    c = st.columns(len(curves))
-    for i, ((title, y, log), series) in enumerate(curves.items()):
-        c[i].plotly_chart(figures.training.run_curves(series, title, y, smooth, log), key=f"td_cmp_{i}")
+    for i, (tab, ((title, y, log), series)) in enumerate(zip(st.tabs([t for t, _, _ in curves]), curves.items())):
+        tab.plotly_chart(figures.training.run_curves(series, title, y, smooth, log), key=f"td_cmp_{i}")

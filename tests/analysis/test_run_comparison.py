@@ -20,6 +20,9 @@ def test_final_metrics_last_validation_and_final_window_mean():
     got = tables.final_metrics(hist, ev, window=2)
     assert got == {"val_ppl": 20.0, "maxvio_global": 0.5, "maxvio_batch": 2.5}  # (2 + 3) / 2
     assert tables.final_metrics(hist, ev, window=10)["maxvio_batch"] == pytest.approx(14 / 3)
+    steps, v = tables.maxvio_global_series(ev)
+    assert steps.tolist() == [1, 3] and v.tolist() == [5.0, 0.5]
+    assert len(tables.maxvio_global_series(ev.drop(columns=["maxvio_global"]))[0]) == 0
     missing = tables.final_metrics(None, None)
     assert all(np.isnan(v) for v in missing.values())
 
