@@ -122,7 +122,7 @@ def run_curves(
     marker_step: int | None = None,
 ) -> go.Figure:
     """Overlay one line per run: `series[run name] = (steps, values)`; with smoothing, the EMA is drawn over
-    the raw values (faint, without a legend entry)."""
+    the raw values (faint, beneath, without a legend entry)."""
     fig = go.Figure()
     palette = colors.expert_colors(max(len(series), 1))
     for (name, (steps, values)), c in zip(series.items(), palette):
@@ -132,8 +132,8 @@ def run_curves(
     if smooth > 0:
         for (name, (steps, values)), c in zip(series.items(), palette):
             fig.add_scatter(x=steps, y=np.asarray(values, dtype=np.float64), mode="lines", showlegend=False,
-                            legendgroup=colors.esc(name), line=dict(color=c, width=1), opacity=0.25,
-                            hoverinfo="skip")  # fmt: skip
+                            legendgroup=colors.esc(name), line=dict(color=c, width=1), zorder=-1,
+                            opacity=0.25 if len(series) <= 2 else 0.1, hoverinfo="skip")  # fmt: skip
     if smooth > 0:
         title += f" (EMA {smooth:g} per step)"
     return finish(fig, title, y_title, log_y, marker_step, "run")

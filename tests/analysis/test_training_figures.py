@@ -53,6 +53,7 @@ def test_run_curves_draw_raw_values_under_the_smoothed_ones():
     fig = figures.training.run_curves({"a": (np.array([1, 2]), np.array([2.0, 0.0]))}, "Loss", "loss", smooth=0.5)
     assert [t.showlegend for t in fig.data] == [None, False]
     assert list(fig.data[0].y) == [2.0, 1.0] and list(fig.data[1].y) == [2.0, 0.0]
+    assert fig.data[1].zorder < 0 and not fig.data[0].zorder  # the raw values beneath the smoothed ones
     assert "EMA 0.5" in fig.layout.title.text and not fig.layout.shapes
     plain = figures.training.run_curves({"a": (np.array([1, 2]), np.array([2.0, 0.0]))}, "Loss", "loss")
     assert len(plain.data) == 1 and plain.layout.title.text == "Loss"
