@@ -91,7 +91,7 @@ def load_share_curves(
             line_dash="dash",
             line_color="grey",
             annotation_text=f"uniform 1/{E}",
-            annotation_position="bottom left",
+            annotation_position="top right",
         )
     title = f"Expert share of routings, layer {layer}"
     return finish(fig, title, "share of routings", log_y, marker_step, "expert")
