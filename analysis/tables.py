@@ -7,12 +7,13 @@ maxvio_batch, aux, ...). Shapes: T tokens, L MoE layers, E experts, K top-k, N h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from analysis import specialization
+from analysis import metrics, specialization
 from analysis.teaching import BalanceResult, GateSteps
 from analysis.trace import RoutingTrace
 
@@ -178,6 +179,19 @@ def ema(values: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def ema_steps(steps: np.ndarray, values: np.ndarray, alpha: float) -> np.ndarray:
+    """EMA with `alpha` per training step, for curves logged every few steps (validation):
+    y_i = a_i * y_(i-1) + (1 - a_i) * x_i with a_i = alpha ** (steps_i - steps_(i-1)); equal to `ema` when
+    every step is logged, so sparse and dense curves of one run are smoothed alike."""
+    steps = np.asarray(steps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(values)
+    for i, v in enumerate(values):
+        a = alpha ** max(steps[i] - steps[i - 1], 0.0) if i else 0.0
+        out[i] = v if i == 0 else a * out[i - 1] + (1 - a) * v
+    return out
+
+
 def aux_series(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{aux loss name: (steps, values)} from the history's `aux` dicts (empty when no aux loss is on)."""
     if "aux" not in history:
@@ -214,6 +228,102 @@ def maxvio_series(history: pd.DataFrame, layer: int | None = None) -> tuple[np.n
     if v.ndim != 2 or not len(steps):
         return steps, np.zeros(len(steps))
     return steps, v.mean(axis=1) if layer is None else v[:, min(layer, v.shape[1] - 1)]
+
+
+def top_bottom_experts(load_NE: np.ndarray, k: int) -> list[int]:
+    """The k experts with the largest and the k with the smallest share of the last logged step's load
+    (routings, any rank), largest first; all experts when 2k >= E."""
+    load = np.asarray(load_NE, dtype=np.float64)
+    if not len(load):
+        return []
+    order = [int(e) for e in np.argsort(-load[-1], kind="stable")]
+    return order if 2 * k >= len(order) else order[:k] + order[-k:]
+
+
+def saturation_table(experts_by_step: Mapping[int, np.ndarray]) -> pd.DataFrame:
+    """Router saturation (`metrics.router_saturation`) of every step against the last one, on the same tokens:
+    one row per (step, layer) with top1_agreement (share of tokens whose top-1 expert is the final step's),
+    topk_overlap and topk_exact (share of tokens whose top-k set is the final step's)."""
+    columns = ["step", "layer", "top1_agreement", "topk_overlap", "topk_exact"]
+    if not experts_by_step:
+        return pd.DataFrame(columns=columns)
+    final = experts_by_step[max(experts_by_step)]
+    parts = [metrics.router_saturation(e, final).assign(step=int(s)) for s, e in sorted(experts_by_step.items())]
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def maxvio_global_series(eval_history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """MaxVio_global over validation steps, averaged over layers (empty without that column)."""
+    steps, v = history_array(eval_history, "maxvio_global")  # (N, L)
+    return (steps, v.mean(axis=1)) if v.ndim == 2 and len(steps) else (steps, np.zeros(len(steps)))
+
+
+# ---------------------------------------------------------------- run comparison
+
+FINAL_WINDOW = 100  # MaxVio_batch of a run: the mean over its last this many logged steps
+COMPARISON_METRICS = {"val_ppl": "val PPL", "maxvio_global": "MaxVio_global", "maxvio_batch": "MaxVio_batch"}
+
+
+def final_metrics(history: pd.DataFrame | None, eval_history: pd.DataFrame | None, window: int = FINAL_WINDOW):
+    """A run's final numbers: val_ppl and maxvio_global (mean over layers) of its last validation row;
+    maxvio_batch = mean over the last `window` logged steps of the layer-mean MaxVio_batch. NaN when absent."""
+    out = {"val_ppl": np.nan, "maxvio_global": np.nan, "maxvio_batch": np.nan}
+    if eval_history is not None and len(eval_history):
+        last = eval_history.iloc[-1]
+        if "val_ppl" in last and pd.notna(last["val_ppl"]):
+            out["val_ppl"] = float(last["val_ppl"])
+        if isinstance(last.get("maxvio_global"), list):
+            out["maxvio_global"] = float(np.mean(last["maxvio_global"]))
+    if history is not None:
+        _, v = maxvio_series(history)
+        if len(v):
+            out["maxvio_batch"] = float(np.mean(v[-window:]))
+    return out
+
+
+def strategy_groups(configs: Mapping[str, dict | None]) -> dict[str, str]:
+    """{run: group}: runs whose training config is equal except train.seed are seeds of one strategy, named by
+    their first run (a run without a config is its own group)."""
+    first: dict[str, str] = {}
+    groups = {}
+    for run, config in configs.items():
+        if config is None:
+            groups[run] = run
+            continue
+        key = dict(config, train={k: v for k, v in config.get("train", {}).items() if k != "seed"})
+        groups[run] = first.setdefault(json.dumps(key, sort_keys=True, default=str), run)
+    return groups
+
+
+def run_comparison(finals: Mapping[str, Mapping[str, float]], groups: Mapping[str, str]) -> pd.DataFrame:
+    """One row per strategy (group of seeds): strategy, n (runs), runs, and per metric its mean and sample
+    standard deviation over the runs (ddof=1; NaN when n = 1). `finals[run]` is `final_metrics` of the run."""
+    rows = []
+    for group in dict.fromkeys(groups[r] for r in finals):
+        runs = [r for r in finals if groups[r] == group]
+        row: dict[str, object] = {"strategy": group, "n": len(runs), "runs": ", ".join(runs)}
+        for key in COMPARISON_METRICS:
+            values = np.array([finals[r][key] for r in runs], dtype=np.float64)
+            row[f"{key}_mean"] = float(np.mean(values))
+            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+        rows.append(row)
+    columns = ["strategy", "n", "runs"] + [f"{k}_{s}" for k in COMPARISON_METRICS for s in ("mean", "std")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def mean_std_text(mean: float, std: float, digits: int = 3) -> str:
+    """'12.3 ± 0.4' (std given), '12.3' (std NaN: one run) or '–' (no value), to `digits` significant digits."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}g}" if pd.isna(std) else f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def comparison_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`run_comparison` for reading: strategy, n, one 'mean ± std' column per metric."""
+    out = table[["strategy", "n"]].copy()
+    for key, label in COMPARISON_METRICS.items():
+        out[label] = [mean_std_text(m, s) for m, s in zip(table[f"{key}_mean"], table[f"{key}_std"])]
+    return out
 
 
 # ---------------------------------------------------------------- geometry

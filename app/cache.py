@@ -14,7 +14,7 @@ import threading
 import pandas as pd
 import streamlit as st
 
-from analysis import sources
+from analysis import sources, tables
 from app import settings, uploads
 
 RECORDED = "moe_recorded_eval"  # session key: (source, step, docs) whose eval traces were recorded in this session
@@ -92,6 +92,38 @@ def eval_trace(source: sources.ModelSource, step: int | None):
         status.update(label=f"Recorded {trace.n_tokens:,} tokens of {len(docs)} eval documents", state="complete")
     done.add((source.path, step, key))
     return trace
+
+
+# --- training history, saturation, run comparison ---------------------------------------------------------------
+
+
+@st.cache_data(ttl=5, show_spinner=False, max_entries=32)  # short: a run in training appends to its history
+def histories(path: str) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(training history, validation history) of the source at `path` (None where it has none)."""
+    source = get_source(path)
+    return source.history(), source.eval_history()
+
+
+@st.cache_data(show_spinner="Comparing every stored step's routing with the last one…", max_entries=8)
+def _saturation(path: str, steps: tuple[int, ...], _source) -> pd.DataFrame:
+    experts = {s: trace.experts_array() for s in steps if (trace := _source.stored_trace(s)) is not None}
+    return tables.saturation_table(experts)
+
+
+def router_saturation(source: sources.ModelSource) -> pd.DataFrame | None:
+    """`tables.saturation_table` of the source's stored eval traces (every stored step against the last one);
+    None without stored traces. ValueError when the traces do not hold the same tokens."""
+    if not source.capabilities.stored_traces:
+        return None
+    return _saturation(source.path, tuple(source.steps()), source)
+
+
+@st.cache_data(ttl=5, show_spinner=False, max_entries=16)
+def run_comparison(paths: tuple[str, ...], names: tuple[str, ...]) -> pd.DataFrame:
+    """`tables.run_comparison` of the sources at `paths` (shown as `names`): seeds of one strategy grouped."""
+    finals = {name: tables.final_metrics(*histories(path)) for path, name in zip(paths, names)}
+    configs = {name: get_source(path).training_config() for path, name in zip(paths, names)}
+    return tables.run_comparison(finals, tables.strategy_groups(configs))
 
 
 # --- derived tables ------------------------------------------------------------------------------------------------

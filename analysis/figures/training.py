@@ -1,11 +1,13 @@
-"""Training dynamics over logged steps: expert load shares, router biases, per-run curves, balance per layer.
+"""Training dynamics over logged steps: expert load shares, router biases, per-run curves, balance per layer,
+router saturation. Every curve takes `smooth` (EMA), `log_y` and `marker_step` (a dotted line at the step chosen
+in the app); legends sit below the plot, where plotly makes room for every entry.
 
 `history` is one row per logged step (step, load, bias, maxvio_batch, ...); shapes N rows, L layers, E experts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,45 +16,144 @@ import plotly.graph_objects as go
 from analysis import tables
 from analysis.figures import colors
 
+LOG_TICKS = [m * 10.0**p for p in range(-6, 7) for m in (1, 2, 5)]  # 1-2-5 labels on log axes, no minor digits
+OTHER = "#9e9e9e"  # experts not highlighted: thin grey lines (legible on light and dark backgrounds)
+MARKER = "#888888"
 
-def load_share_curves(history: pd.DataFrame, layer: int) -> go.Figure:
-    """Per-expert load share over training steps at one MoE layer (uniform = 1/E dashed)."""
+
+def finish(fig: go.Figure, title: str, y_title: str, log_y: bool, marker_step: int | None, legend: str = ""):
+    """Shared layout: titles, a legend below the plot, log y, and the selected step as a dotted line."""
+    if log_y:
+        title += " (log scale)"
+        fig.update_yaxes(type="log", tickvals=LOG_TICKS, tickformat="~g")
+    fig.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title=y_title,
+        height=400,
+        legend=dict(title=legend, orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+        margin=dict(t=50, r=10),
+    )
+    if marker_step is not None:
+        fig.add_vline(x=marker_step, line_dash="dot", line_color=MARKER, annotation_text=f"step {marker_step}")
+    return fig
+
+
+def smoothed(steps: np.ndarray, values: np.ndarray, smooth: float) -> np.ndarray:
+    """EMA with weight `smooth` per training step (`tables.ema_steps`); the values as they are when 0."""
+    return tables.ema_steps(steps, values, smooth) if smooth > 0 else np.asarray(values, dtype=np.float64)
+
+
+def expert_lines(
+    steps: np.ndarray, values_NE: np.ndarray, highlight: Sequence[int] | None, smooth: float, fmt: str
+) -> go.Figure:
+    """One line per expert: all in their colours (`highlight` None), or the highlighted ones in colour and the
+    rest thin and grey, grouped under one legend entry."""
+    fig = go.Figure()
+    E = values_NE.shape[1]
+    shown = set(range(E)) if highlight is None else {int(e) for e in highlight}
+    grey = [e for e in range(E) if e not in shown]
+    for e, c in enumerate(colors.expert_colors(E)):
+        on = e in shown
+        fig.add_scatter(
+            x=steps,
+            y=smoothed(steps, values_NE[:, e], smooth),
+            mode="lines",
+            name=f"E{e}" if on else f"other experts ({len(grey)})",
+            legendgroup=f"E{e}" if on else "other",
+            showlegend=on or e == grey[0],
+            line=dict(color=c if on else OTHER, width=2 if on else 0.8),
+            opacity=1.0 if on else 0.6,
+            hovertemplate=f"E{e} · step %{{x}}: %{{y:{fmt}}}<extra></extra>",
+        )
+    return fig
+
+
+def load_share_curves(
+    history: pd.DataFrame,
+    layer: int,
+    highlight: Sequence[int] | None = None,
+    smooth: float = 0.0,
+    log_y: bool = False,
+    marker_step: int | None = None,
+) -> go.Figure:
+    """Per-expert share of the routings (any rank) at one MoE layer over training steps; uniform 1/E dashed."""
     steps, load = tables.history_array(history, "load")  # (N, L, E)
     fig = go.Figure()
     if load.ndim == 3 and layer < load.shape[1]:
         load_NE = load[:, layer, :]
         totals = load_NE.sum(axis=1, keepdims=True)
         share = np.divide(load_NE, totals, out=np.zeros_like(load_NE), where=totals > 0)
+        fig = expert_lines(steps, share, highlight, smooth, ".3f")
         E = share.shape[1]
-        for e, c in enumerate(colors.expert_colors(E)):
-            fig.add_scatter(x=steps, y=share[:, e], mode="lines", name=f"E{e}", line=dict(color=c, width=1.5))
-        fig.add_hline(y=1 / E, line_dash="dash", line_color="grey", annotation_text="uniform")
-    fig.update_layout(title=f"Expert load share, layer {layer}", xaxis_title="step", yaxis_title="share", height=360)
-    return fig
+        fig.add_hline(
+            y=1 / E,
+            line_dash="dash",
+            line_color="grey",
+            annotation_text=f"uniform 1/{E}",
+            annotation_position="top right",
+        )
+    title = f"Expert share of routings, layer {layer}"
+    return finish(fig, title, "share of routings", log_y, marker_step, "expert")
 
 
-def bias_curves(history: pd.DataFrame, layer: int) -> go.Figure:
-    """Per-expert balancing bias b_i over training steps at one MoE layer."""
+def bias_curves(
+    history: pd.DataFrame,
+    layer: int,
+    highlight: Sequence[int] | None = None,
+    smooth: float = 0.0,
+    log_y: bool = False,
+    marker_step: int | None = None,
+) -> go.Figure:
+    """Per-expert balancing bias b_i over training steps at one MoE layer (a log axis drops b_i <= 0)."""
     steps, bias = tables.history_array(history, "bias")  # (N, L, E)
     fig = go.Figure()
     if bias.ndim == 3 and layer < bias.shape[1]:
-        for e, c in enumerate(colors.expert_colors(bias.shape[2])):
-            fig.add_scatter(x=steps, y=bias[:, layer, e], mode="lines", name=f"E{e}", line=dict(color=c, width=1.5))
-    fig.update_layout(title=f"Router bias, layer {layer}", xaxis_title="step", yaxis_title="bias", height=360)
-    return fig
+        fig = expert_lines(steps, bias[:, layer, :], highlight, smooth, ".2e")
+    return finish(fig, f"Router bias, layer {layer}", "bias", log_y, marker_step, "expert")
 
 
 def run_curves(
-    series: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, y_title: str, smooth: float = 0.0, log_y=False
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+    y_title: str,
+    smooth: float = 0.0,
+    log_y: bool = False,
+    marker_step: int | None = None,
 ) -> go.Figure:
-    """Overlay one line per run: `series[run name] = (steps, values)`; optional EMA smoothing."""
+    """Overlay one line per run: `series[run name] = (steps, values)`; with smoothing, the EMA is drawn over
+    the raw values (faint, beneath, without a legend entry)."""
     fig = go.Figure()
-    for name, (steps, values) in series.items():
-        y = tables.ema(values, smooth) if smooth > 0 else np.asarray(values, dtype=np.float64)
-        fig.add_scatter(x=steps, y=y, mode="lines", name=colors.esc(name), hovertemplate="step %{x}: %{y:.4g}")
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title=y_title, height=360, legend_title="run")
-    if log_y:
-        fig.update_yaxes(type="log")
+    palette = colors.expert_colors(max(len(series), 1))
+    for (name, (steps, values)), c in zip(series.items(), palette):
+        fig.add_scatter(x=steps, y=smoothed(steps, values, smooth), mode="lines", name=colors.esc(name),
+                        legendgroup=colors.esc(name), line=dict(color=c, width=2),
+                        hovertemplate="step %{x}: %{y:.4g}")  # fmt: skip
+    if smooth > 0:
+        for (name, (steps, values)), c in zip(series.items(), palette):
+            fig.add_scatter(x=steps, y=np.asarray(values, dtype=np.float64), mode="lines", showlegend=False,
+                            legendgroup=colors.esc(name), line=dict(color=c, width=1), zorder=-1,
+                            opacity=0.25 if len(series) <= 2 else 0.1, hoverinfo="skip")  # fmt: skip
+    if smooth > 0:
+        title += f" (EMA {smooth:g} per step)"
+    return finish(fig, title, y_title, log_y, marker_step, "run")
+
+
+def saturation_curves(table: pd.DataFrame, log_y: bool = False, marker_step: int | None = None) -> go.Figure:
+    """`tables.saturation_table` per layer over steps: share of eval tokens whose top-1 expert (solid) and whose
+    top-k set (dashed) at that step are the final step's."""
+    fig = go.Figure()
+    layers = sorted(table["layer"].unique()) if len(table) else []
+    for l, c in zip(layers, colors.expert_colors(max(len(layers), 1))):
+        rows = table[table["layer"] == l]
+        for column, what, dash in (("top1_agreement", "top-1", "solid"), ("topk_exact", "top-k set", "dash")):
+            fig.add_scatter(x=rows["step"], y=rows[column], mode="lines+markers", name=f"layer {l}, {what}",
+                            line=dict(color=c, dash=dash), hovertemplate=f"layer {l} · step %{{x}}: "
+                            f"%{{y:.1%}} of tokens with the final {what}<extra></extra>")  # fmt: skip
+    final = int(table["step"].max()) if len(table) else None
+    fig = finish(fig, f"Router saturation: agreement with step {final}", "share of eval tokens", log_y, marker_step)
+    if not log_y:
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return fig
 
 

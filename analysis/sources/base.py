@@ -51,9 +51,9 @@ class Capabilities:
     """What a source can give. Each field is truthy when available; `.reason` explains an absent one."""
 
     route_text: Capability  # record the routing of new text (needs a model)
-    steps: Capability  # several checkpoints (training steps) to choose from
+    steps: Capability  # several training steps to choose from (with weights, or with a stored trace only)
     history: Capability  # training history (loss, load, bias per step; validation rows)
-    stored_traces: Capability  # routing traces recorded ahead of time
+    stored_traces: Capability  # routing traces recorded ahead of time (at some steps: see `steps`, `model_steps`)
     eval_docs: Capability  # held-out labelled documents
     router_biases: Capability  # the balancing bias of every router
 
@@ -84,11 +84,17 @@ class ModelSource(Protocol):
     def card(self) -> ModelCard: ...
 
     def steps(self) -> list[int]:
-        """Steps that can be viewed, ascending; [] when the source has no steps (or none yet)."""
+        """Steps that can be viewed, ascending: those with weights and those with a stored trace only;
+        [] when the source has no steps (or none yet)."""
+        ...
+
+    def model_steps(self) -> list[int]:
+        """The steps of `steps()` whose weights are stored: new text can be routed only there (and, for a
+        source without steps, at step None when `capabilities.route_text`); [] when there are none."""
         ...
 
     def default_step(self) -> int | None:
-        """The step shown first (the latest); None when there is none."""
+        """The step shown first: the latest with weights (else the latest); None when there is none."""
         ...
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
@@ -110,6 +116,11 @@ class ModelSource(Protocol):
 
     def eval_history(self) -> pd.DataFrame | None:
         """Validation rows by step; None when the source has none."""
+        ...
+
+    def training_config(self) -> dict | None:
+        """{"model": ..., "train": ...} the model was trained with (runs differing only in train.seed are seeds
+        of one strategy); None when the source was not trained here."""
         ...
 
     def stored_trace(self, step: int | None) -> RoutingTrace | None:

@@ -83,6 +83,9 @@ class HFSource:
     def steps(self) -> list[int]:
         return []
 
+    def model_steps(self) -> list[int]:
+        return []
+
     def default_step(self) -> int | None:
         return None
 
@@ -115,6 +118,9 @@ class HFSource:
         return None
 
     def eval_history(self) -> None:
+        return None
+
+    def training_config(self) -> None:
         return None
 
     def stored_trace(self, step: int | None) -> None:

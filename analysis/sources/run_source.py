@@ -1,11 +1,16 @@
 """`RunSource`: one of our run directories (moe_core.run.Run) as a model source.
 
 The run is opened on first use; models are loaded per checkpoint step and the last few are kept.
-Checkpoints, history and eval docs are read fresh on every call: a training run adds them while the app runs.
+Checkpoints, traces, history and eval docs are read fresh on every call: a training run adds them while the app
+runs. Its steps are those with weights (checkpoints/) and those with only a stored eval trace (eval/): the shipped
+run keeps weights at its last step and the eval documents' routing at every checkpoint. At a step without
+weights, `record` serves the eval documents from the stored trace and refuses other text with a one-line reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -20,10 +25,22 @@ NO_CHECKPOINT = (
     "This run has no checkpoint: it is still training (the first one appears when training reaches it), "
     "or it ships as history only, like the balancing-strategy study. Its curves are on Training dynamics."
 )
+TRACE_RE = re.compile(r"^trace_step_(\d+)\.parquet$")  # moe_core.run.Run.trace_path
+
+
+def no_weights_reason(step: int, model_steps: list[int], has_trace: bool) -> str:
+    """Why new text cannot be routed at `step` (one line, with the step to choose instead)."""
+    if not model_steps:
+        return NO_CHECKPOINT
+    nearest = min(model_steps, key=lambda s: (abs(s - step), -s))
+    choose = f"choose step {nearest} to route new text"
+    if has_trace:
+        return f"step {step} has only the recorded eval documents, no weights: {choose}"
+    return f"step {step} has no weights: {choose}"
 
 
 class RunSource:
-    """A run directory: checkpoints are its steps; it has a training history, eval docs and stored traces."""
+    """A run directory: its steps are checkpoints and stored traces; it has a training history and eval docs."""
 
     kind = "run"
 
@@ -54,7 +71,7 @@ class RunSource:
 
     @property
     def capabilities(self) -> Capabilities:
-        route = YES if self.steps() else Capability(False, NO_CHECKPOINT)
+        route = YES if self.model_steps() else Capability(False, NO_CHECKPOINT)
         return Capabilities(
             route_text=route, steps=YES, history=YES, stored_traces=YES, eval_docs=YES, router_biases=route
         )
@@ -83,11 +100,22 @@ class RunSource:
         )
         return ModelCard(f"Run {self.name}", len(cfg.moe_layers), moe.n_experts, moe.top_k, metrics, rows)
 
-    def steps(self) -> list[int]:
+    def model_steps(self) -> list[int]:
+        """Checkpoint steps (weights on disk), ascending."""
         return sorted(int(s) for s in self.run.checkpoints())
 
+    def trace_steps(self) -> list[int]:
+        """Steps with a stored eval trace (eval/trace_step_*.parquet), ascending."""
+        folder = Path(self.path) / "eval"
+        if not folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := TRACE_RE.match(p.name)) and p.is_file())
+
+    def steps(self) -> list[int]:
+        return sorted(set(self.model_steps()) | set(self.trace_steps()))
+
     def default_step(self) -> int | None:
-        steps = self.steps()
+        steps = self.model_steps() or self.steps()
         return steps[-1] if steps else None
 
     # --- the model ---------------------------------------------------------------------------------------
@@ -105,6 +133,8 @@ class RunSource:
             if step in self._models:
                 self._models.move_to_end(step)
                 return self._models[step]
+            if step not in (model_steps := self.model_steps()):
+                raise ValueError(no_weights_reason(step, model_steps, self.run.trace_path(step).is_file()))
             if self.torch_threads:
                 import torch
 
@@ -127,10 +157,32 @@ class RunSource:
         step: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ):
+        """The routing of `docs` at `step`; at a step with only a stored trace, the eval documents among `docs`
+        come from it (ValueError, one line, when any other text is asked for)."""
+        if step is not None and int(step) not in self.model_steps():
+            stored = self.stored_trace(int(step))
+            if stored is not None:
+                return self.from_stored(stored, docs, int(step))
         from analysis.recording import record
 
         meta = {"run": Path(self.path).name, "step": step}
         return record(self.model(step), self.tokenizer, as_docs(docs), meta=meta, progress=progress)
+
+    def from_stored(self, stored, docs: Sequence[DocTuple], step: int):
+        """`docs` cut out of the stored trace at `step` (matched by text; renamed to their doc_id and label)."""
+        from analysis.trace import concat
+
+        by_text = {text: doc_id for doc_id, text in stored.texts.items()}
+        if not docs or any(text not in by_text for _, _, text in docs):
+            raise ValueError(no_weights_reason(step, self.model_steps(), True))
+        parts = []
+        for doc_id, label, text in docs:
+            part = stored.select_docs([by_text[text]])
+            tokens = part.tokens.assign(doc_id=str(doc_id), label=str(label))
+            parts.append(dataclasses.replace(part, tokens=tokens, texts={str(doc_id): text}))
+        trace = parts[0] if len(parts) == 1 else concat(parts)
+        trace.meta = {**trace.meta, "run": Path(self.path).name, "step": step}
+        return trace
 
     def router_biases(self, step: int | None) -> np.ndarray:
         return self.model(step).router_biases().detach().cpu().numpy()
@@ -143,6 +195,11 @@ class RunSource:
 
     def eval_history(self) -> pd.DataFrame:
         return sorted_frame(self.run.eval_history())
+
+    def training_config(self) -> dict:
+        """run.json's model and train settings (and its balancing summary when it has one)."""
+        info = self.run.info
+        return {key: info[key] for key in ("model", "train", "balance") if key in info}
 
     def stored_trace(self, step: int | None):
         if step is None:

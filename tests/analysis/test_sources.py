@@ -37,13 +37,16 @@ def test_run_source_gives_what_a_run_holds(tiny_run):
     assert isinstance(source, ModelSource)
     assert (source.kind, source.name, source.path) == ("run", "tiny-test", str(tiny_run.resolve()))
     assert all(vars(source.capabilities).values())
-    assert source.steps() == list(STEPS) and source.default_step() == STEPS[-1]
+    assert source.steps() == source.model_steps() == list(STEPS) and source.default_step() == STEPS[-1]
+    assert source.trace_steps() == [STEPS[-1]]
     card = source.card()
     assert (card.n_layers, card.n_experts, card.top_k) == (2, 4, 2)
     assert dict(card.metrics)["Experts × top-k"] == "4 × 2" and dict(card.rows)["score function"]
     hist, ev = source.history(), source.eval_history()
     assert hist["step"].tolist() == list(range(1, STEPS[-1] + 1))
     assert ev["step"].tolist() == list(STEPS)
+    config = source.training_config()
+    assert config["model"]["moe"]["n_experts"] == 4 and config["train"] == {"steps": STEPS[-1]}
     assert [label for _, label, _ in source.eval_docs()] == [label for label, _ in EVAL_DOCS]
     assert source.stored_trace(STEPS[-1]).n_tokens > 0
     assert source.stored_trace(STEPS[0]) is None and source.stored_trace(None) is None
@@ -75,6 +78,64 @@ def test_a_run_without_checkpoints_cannot_route(tiny_run, tmp_path):
     assert source.steps() == [] and source.default_step() is None
 
 
+@pytest.fixture(scope="module")
+def traced_run(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run with a stored trace at both steps and weights at the last one only (as the shipped run)."""
+    run = tmp_path_factory.mktemp("traced") / "traced"
+    shutil.copytree(tiny_run, run)
+    source = RunSource(run)
+    trace = source.record(source.eval_docs(), STEPS[0])
+    trace.save(source.run.trace_path(STEPS[0]))
+    source.run.weights_path(STEPS[0]).unlink()
+    return run
+
+
+def test_every_step_with_a_stored_trace_is_a_step(traced_run):
+    source = RunSource(traced_run)
+    assert source.steps() == list(STEPS) and source.trace_steps() == list(STEPS)
+    assert source.model_steps() == [STEPS[-1]] and source.default_step() == STEPS[-1]
+    assert all(vars(source.capabilities).values())  # "at all": it routes text, at its last step
+    stored = source.stored_trace(STEPS[0])
+    assert stored.meta["step"] == STEPS[0] and stored.n_tokens > 0
+
+
+def test_a_step_without_weights_serves_its_eval_docs_and_refuses_other_text(traced_run):
+    source = RunSource(traced_run)
+    stored = source.stored_trace(STEPS[0])
+    (doc_a, label_a, text_a), (doc_b, _, text_b) = source.eval_docs()[:2]
+    trace = source.record([("sample", "eval: prose", text_b), ("x", "mine", text_a)], STEPS[0])
+    assert trace.texts == {"sample": text_b, "x": text_a} and trace.meta["step"] == STEPS[0]
+    assert trace.tokens["doc_id"].tolist()[0] == "sample" and set(trace.tokens["label"]) == {"eval: prose", "mine"}
+    want = stored.select_docs([doc_b, doc_a])  # the same routing, in the order asked for
+    n_b = int((stored.tokens["doc_id"] == doc_b).sum())
+    got = trace.experts_array()
+    b_rows = stored.tokens.index[stored.tokens["doc_id"] == doc_b]
+    a_rows = stored.tokens.index[stored.tokens["doc_id"] == doc_a]
+    assert np.array_equal(got[:n_b], stored.experts_array()[b_rows])
+    assert np.array_equal(got[n_b:], stored.experts_array()[a_rows]) and trace.n_tokens == want.n_tokens
+    reason = f"step {STEPS[0]} has only the recorded eval documents, no weights: choose step {STEPS[-1]} to route"
+    with pytest.raises(ValueError, match=f"^{reason} new text$"):
+        source.record([("input", "input", "Some new text.")], STEPS[0])
+    with pytest.raises(ValueError, match=f"^{reason}"):
+        source.record([("a", label_a, text_a), ("input", "input", "Some new text.")], STEPS[0])
+    with pytest.raises(ValueError, match=f"^{reason}"):
+        source.router_biases(STEPS[0])
+    with pytest.raises(ValueError, match=f"^step 15 has no weights: choose step {STEPS[-1]} to route new text$"):
+        source.model(15)
+    assert source.record([("input", "input", "Some new text.")], STEPS[-1]).meta["step"] == STEPS[-1]
+
+
+def test_a_run_with_traces_only_views_them_but_cannot_route(traced_run, tmp_path):
+    run = tmp_path / "traces-only"
+    shutil.copytree(traced_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    source = RunSource(run)
+    assert source.steps() == list(STEPS) and source.model_steps() == [] and source.default_step() == STEPS[-1]
+    assert not source.capabilities.route_text and "no checkpoint" in source.capabilities.route_text.reason
+    assert source.capabilities.steps and source.stored_trace(STEPS[0]) is not None
+    with pytest.raises(ValueError, match="no checkpoint"):
+        source.record([("input", "input", "Some new text.")], STEPS[-1])
+
+
 def test_a_broken_run_says_so_on_first_use(tmp_path):
     (tmp_path / "run.json").write_text('{"format": "something else"}')
     source = open_source(tmp_path)  # opening reads nothing
@@ -90,8 +151,9 @@ def test_hf_source_gives_one_set_of_weights(tiny_hf):
     assert capabilities.route_text and capabilities.router_biases
     for absent in ("steps", "history", "stored_traces", "eval_docs"):
         assert not getattr(capabilities, absent) and getattr(capabilities, absent).reason
-    assert source.steps() == [] and source.default_step() is None
+    assert source.steps() == source.model_steps() == [] and source.default_step() is None
     assert source.history() is None and source.eval_history() is None and source.stored_trace(None) is None
+    assert source.training_config() is None
     assert source.eval_docs() == []
     card = source.card()
     assert card.title == "Hugging Face model: tiny-dsv3" and card.n_experts == 8

@@ -75,11 +75,16 @@ def test_training_overlays_the_shipped_study(app_env, entry):
     study = sources.study_runs()
     assert len(study) == 7, "sample_data/balancing_study ships one run per strategy"
     at = open_page(entry, "training")
-    at.button[0].click().run()  # "Overlay the balancing-strategy study"
+    at.button[0].click().run()  # "Compare the balancing-strategy study"
     assert not at.exception, [e.value for e in at.exception]
     assert sorted(at.multiselect(key="td_runs").value) == sorted(study)
-    loss = at.get("plotly_chart")[0]
-    assert len(loss.proto.spec) > 0 and loss.proto.spec.count('"name"') >= 8  # this run + 7 strategies
+    table = at.dataframe[0].value
+    assert sorted(table["strategy"]) == sorted(f"study: {n}" for n in STRATEGIES) and set(table["n"]) == {1}
+    assert not table["val PPL"].str.contains("±").any()  # one seed per strategy: no spread to show
+    loss = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("td_cmp_0"))
+    assert loss.proto.spec.count('"name"') == 7 and "tiny" not in loss.proto.spec  # this run only when chosen
+    at.checkbox(key="td_with_self").check().run()
+    assert len(at.dataframe[0].value) == 8
 
 
 def test_token_routing_escapes_user_text(app_env, entry):
