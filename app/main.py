@@ -18,6 +18,7 @@ PAGES = [  # (file, title, icon, url_path)
     ("token_routing.py", "Token routing", ":material/route:", "token_routing"),
     ("heatmaps.py", "Expert heatmaps", ":material/grid_on:", "heatmaps"),
     ("training.py", "Training dynamics", ":material/show_chart:", "training"),
+    ("compare.py", "Compare runs", ":material/compare_arrows:", "compare"),
     ("geometry.py", "Router geometry", ":material/scatter_plot:", "geometry"),
     ("expert.py", "Expert profile", ":material/person_search:", "expert"),
     ("train.py", "Train", ":material/model_training:", "train"),

@@ -78,9 +78,11 @@ def sidebar_selector(share: bool = True) -> None:
     if share:
         url_param(KEY_STEP, "step", choices=steps, default=source.default_step())
     if len(steps) > 1:
-        st.sidebar.select_slider("Checkpoint step", steps, key=KEY_STEP)
+        st.sidebar.select_slider(
+            "Step", steps, key=KEY_STEP, help="Training steps with weights or recorded eval traces"
+        )
     else:
-        st.sidebar.caption(f"Checkpoint step {steps[0]}")
+        st.sidebar.caption(f"Step {steps[0]}")
 
 
 def require_source(need_model: bool = True) -> tuple[ModelSource, int | None]:

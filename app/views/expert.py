@@ -6,6 +6,8 @@ import streamlit as st
 from analysis import figures, metrics, profile
 from app import cache, downloads, session
 
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
+
 source, step = session.require_source()
 st.title("Expert profile")
 trace = cache.eval_trace(source, step)
@@ -39,7 +41,11 @@ m3.metric("Tokens with it as top-1", f"{share.top1:,}", f"{share.top1 / T:.1%} o
 
 if source.capabilities.history and len(series := profile.history_series(source.history(), layer, expert)):
     st.subheader("Over training")
-    st.plotly_chart(figures.profile.history_figure(series, share.uniform, step, expert, color), key="ex_history")
+    st.plotly_chart(
+        figures.profile.history_figure(series, share.uniform, step, expert, color),
+        key="ex_history",
+        config=config,
+    )
 
 st.subheader("Tokens it prefers")
 st.caption(f"Ranked by lift = P(E{expert} | token) ÷ P(E{expert}): the share of the token's occurrences "
@@ -55,7 +61,7 @@ downloads.download_csv(lift, f"lift_layer{layer}_E{expert}.csv")
 
 st.subheader("Domains it prefers")
 if len(domains):
-    st.plotly_chart(figures.profile.domain_figure(domains, expert, color), key="ex_domains")
+    st.plotly_chart(figures.profile.domain_figure(domains, expert, color), key="ex_domains", config=config)
 else:
     st.caption("These documents carry no domain labels.")
 

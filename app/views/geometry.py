@@ -5,6 +5,8 @@ import streamlit as st
 from analysis import figures, tables
 from app import cache, downloads, session
 
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
+
 source, step = session.require_source()
 st.title("Router geometry")
 st.caption(
@@ -14,7 +16,10 @@ st.caption(
 )
 trace = cache.eval_trace(source, step)
 if trace is None or trace.hidden is None:
-    st.info("This run has no eval documents with router inputs to project.")
+    with_inputs = ", ".join(str(s) for s in source.model_steps()) or "none"
+    st.info(
+        f"No router inputs were recorded at step {step}; they are recorded at the steps with weights ({with_inputs})."
+    )
     st.stop()
 
 c1, c2, c3 = st.columns(3)
@@ -47,7 +52,7 @@ m2.metric("Silhouette (router-input space)", "–" if proj.silhouette is None el
 m3.metric("Silhouette (2-D plane)", "–" if proj.silhouette_2d is None else f"{proj.silhouette_2d:.3f}")
 st.caption(figures.geometry.silhouette_caption(proj.silhouette))
 event = st.plotly_chart(fig, key=f"geo_scatter_{layer}_{method}_{color_by}", on_select="rerun",
-                        selection_mode=("points", "box", "lasso"), config=session.figure_config())  # fmt: skip
+                        selection_mode=("points", "box", "lasso"), config=config)  # fmt: skip
 downloads.download_csv(coords, f"projection_layer{layer}_{method.lower()}.csv", "Download coordinates (CSV)")
 
 selection = event.selection if event and event.selection else {}

@@ -18,7 +18,11 @@ if texts == "My labelled files":
         st.error(message)
     uploads.show_notices(good)
     docs, _ = uploads.limit_docs(source, uploads.docs_from_uploads(good))
-    trace = cache.route_trace(source, step, docs) if docs else None
+    try:
+        trace = cache.route_trace(source, step, docs) if docs else None
+    except ValueError as exc:  # e.g. a step with recorded eval traces only: no weights to route files
+        st.error(f"Could not route these files: {exc}")
+        st.stop()
 else:
     trace = cache.eval_trace(source, step)
 if trace is None:
@@ -31,8 +35,8 @@ config = session.figure_config()
 session.layer_param(L, "hm_layer")
 layer = st.selectbox("MoE layer", range(L), key="hm_layer")
 experts = trace.experts_array()
-st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at checkpoint step {step}. "
-           "Click a cell of the load or specialization heatmap to open that expert's profile.")  # fmt: skip
+st.caption(f"{trace.n_tokens:,} tokens of {len(trace.texts)} documents at step {step}")
+st.caption("Click a cell of the load or specialization heatmap to open that expert's profile.")
 
 load = metrics.expert_load(experts, E)
 event = st.plotly_chart(figures.heatmaps.load_heatmap(load), key="hm_load", on_select="rerun",

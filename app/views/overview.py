@@ -43,7 +43,9 @@ st.subheader("Pages")
 st.markdown(
     "- **Token routing**: paste or upload text; each token coloured by its top-1 expert, any token step by step.\n"
     "- **Expert heatmaps**: load per layer, domain specialization, top tokens, co-activation, cross-layer flow.\n"
-    "- **Training dynamics**: load balance, MaxVio, biases and losses over training; compare runs.\n"
+    "- **Expert profile**: one expert's share, preferred tokens (by lift) and domains, contexts, partners.\n"
+    "- **Training dynamics**: load balance, MaxVio, biases, losses and router saturation over training.\n"
+    "- **Compare runs**: final numbers per run and strategy, curves overlaid.\n"
     "- **Router geometry**: PCA/UMAP of the router inputs; select points to read their tokens.\n"
     "- **Train**: start a small training run in the background and watch its curves.\n"
     "- **Learn**: short lessons on how MoE routing works."

@@ -5,6 +5,8 @@ import streamlit as st
 from analysis import figures, tables
 from app import cache, downloads, session, uploads
 
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
+
 source, step = session.require_source()
 st.title("Token routing")
 st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
@@ -81,7 +83,7 @@ st.caption(f"{len(tokens):,} tokens · layer {layer} · legend: top-1 tokens per
 
 st.subheader("Token × layer grid")
 st.plotly_chart(figures.routing.token_layer_grid(tokens, routing, L, E), key="tr_grid", on_select=pick_grid_cell,
-                selection_mode="points")  # fmt: skip
+                selection_mode="points", config=config)  # fmt: skip
 
 st.subheader("One token, step by step")
 i = st.number_input("Token index (click a token or a grid cell)", 0, len(tokens) - 1, key="tr_token")
@@ -99,7 +101,7 @@ if trace.scores is not None:
     flip = bool(rec["bias_flip"].any())
     if flip:  # recorded by the recorder (it replays group-limited routing without the bias)
         st.warning("The balancing bias changed this choice: an expert was picked only because of its bias.")
-    st.plotly_chart(figures.routing.routing_steps_figure(steps, shared_share=share), key="tr_steps")
+    st.plotly_chart(figures.routing.routing_steps_figure(steps, shared_share=share), key="tr_steps", config=config)
     downloads.download_csv(steps, f"token_{i}_layer_{layer}_steps.csv", "Download these steps (CSV)")
 
 st.subheader("Download the trace")

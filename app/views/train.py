@@ -8,6 +8,8 @@ import streamlit as st
 from analysis import figures, tables
 from app import cache, session, settings, training_jobs
 
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
+
 st.title("Train a model")
 st.caption(
     "Runs `moe-explorer train` in the background on the built-in small corpus. The run is written to "
@@ -62,10 +64,16 @@ def live(job: dict) -> None:
         steps = hist["step"].to_numpy()
         c1, c2 = st.columns(2)
         c1.plotly_chart(
-            figures.training.run_curves({out.name: (steps, hist["loss"].to_numpy())}, "Loss", "loss"), key="train_loss"
+            figures.training.run_curves({out.name: (steps, hist["loss"].to_numpy())}, "Loss", "loss"),
+            key="train_loss",
+            config=config,
         )
         vio = {out.name: tables.maxvio_series(hist)}
-        c2.plotly_chart(figures.training.run_curves(vio, "MaxVio_batch (mean of layers)", "MaxVio"), key="train_vio")
+        c2.plotly_chart(
+            figures.training.run_curves(vio, "MaxVio_batch (mean of layers)", "MaxVio"),
+            key="train_vio",
+            config=config,
+        )
         st.progress(min(1.0, steps[-1] / max(1, int(job["cmd"][job["cmd"].index("--steps") + 1]))))
     st.code(training_jobs.log_tail(job["log"]) or "(no output yet)", language=None)
     if code is not None and running:

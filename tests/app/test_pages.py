@@ -14,7 +14,7 @@ from scripts.balancing_study import STRATEGIES
 from tests.app.conftest import ROOT
 
 XSS = "<script>alert(1)</script>"
-PAGES = ["overview", "token_routing", "heatmaps", "training", "geometry", "train"]
+PAGES = ["overview", "token_routing", "heatmaps", "training", "compare", "geometry", "expert", "train"]
 
 
 def open_page(entry: str, page: str | None = None, **query) -> AppTest:
@@ -74,7 +74,7 @@ def test_discovery_names_the_shipped_runs(monkeypatch, tmp_path):
 def test_training_overlays_the_shipped_study(app_env, entry):
     study = sources.study_runs()
     assert len(study) == 7, "sample_data/balancing_study ships one run per strategy"
-    at = open_page(entry, "training")
+    at = open_page(entry, "compare")
     at.button[0].click().run()  # "Compare the balancing-strategy study"
     assert not at.exception, [e.value for e in at.exception]
     assert sorted(at.multiselect(key="td_runs").value) == sorted(study)

@@ -41,7 +41,7 @@ def test_the_step_scrubber_moves_every_page_on_the_shipped_run(shipped_env, entr
 
     page(at, "heatmaps")
     caption = next(c.value for c in at.caption if "tokens of" in c.value)
-    assert caption.endswith("at checkpoint step 750") and not at.error
+    assert caption.endswith("at step 750") and not at.error
 
     page(at, "token_routing")
     at.radio(key="tr_source").set_value("Sample").run()

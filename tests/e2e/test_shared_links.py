@@ -28,8 +28,8 @@ def query(url: str) -> dict[str, str]:
 
 
 def shown_state(page) -> tuple[str, str]:
-    """(checkpoint step, layer) as the Expert heatmaps page shows them to the reader."""
-    caption = page.get_by_text("at checkpoint step").first.inner_text()
+    """(step, layer) as the Expert heatmaps page shows them to the reader."""
+    caption = page.get_by_text("at step").first.inner_text()
     heading = page.get_by_role("heading", name="Domain specialization, layer").first.inner_text()
     return caption.rsplit(" ", 1)[-1], heading.rsplit(" ", 1)[-1]
 
@@ -47,7 +47,7 @@ def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):  #
     slider.focus()
     slider.press("ArrowLeft")
     settle(page)
-    page.get_by_text("at checkpoint step 10").first.wait_for(timeout=60_000)
+    page.get_by_text("at step 10").first.wait_for(timeout=60_000)
     assert shown_state(page) == ("10", "1")
     link = page.url
     assert {k: query(link).get(k) for k in ("step", "layer")} == {"step": "10", "layer": "1"} and query(link)["run"]
@@ -57,7 +57,7 @@ def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):  #
     page = fresh.new_page()
     page.goto(link)
     settle(page)
-    page.get_by_text("at checkpoint step").first.wait_for(timeout=60_000)
+    page.get_by_text("at step").first.wait_for(timeout=60_000)
     assert shown_state(page) == ("10", "1")
     assert page.get_by_test_id("stSidebar").get_by_role("slider").get_attribute("aria-valuetext") == "10"
     assert {k: query(page.url).get(k) for k in ("step", "layer")} == {"step": "10", "layer": "1"}

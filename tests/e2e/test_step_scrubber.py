@@ -66,7 +66,7 @@ def test_sidebar_step_slider_moves_the_pages(shipped_server, tmp_path):
         settle(page)
         caption = main.get_by_text(f"{n_tokens:,} tokens of").first
         caption.wait_for(timeout=60_000)
-        assert caption.inner_text().endswith(f"at checkpoint step {first}")
+        assert caption.inner_text().endswith(f"at step {first}")
         assert thumb.get_attribute("aria-valuetext") == str(first)  # the sidebar kept the step
         page.screenshot(path=str(tmp_path / "heatmaps.png"), full_page=False)
         browser.close()

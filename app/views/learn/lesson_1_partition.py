@@ -3,7 +3,9 @@
 import streamlit as st
 
 from analysis import figures, teaching
-from app import learn_state
+from app import learn_state, session
+
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 P = "l1"
 SPECS = {
@@ -36,7 +38,11 @@ W, b = learn_state.weights_array(params)
 regions = teaching.decision_regions(W, b, params["score"], lim=3.0, n=121)
 points = teaching.token_batches(params["seed"], 1, 150, centre=(0.0, 0.0), spread=1.2)[0]
 topk, _, _ = teaching.route(points, W, b, 2, params["score"])
-st.plotly_chart(figures.lessons.regions_figure(regions, params["view"], W, points, topk[:, 0]), key="l1_regions")
+st.plotly_chart(
+    figures.lessons.regions_figure(regions, params["view"], W, points, topk[:, 0]),
+    key="l1_regions",
+    config=config,
+)
 load = teaching.expert_load(topk[:, :1], learn_state.N_EXPERTS)
 st.caption(
     "Sample tokens per expert (top-1): "

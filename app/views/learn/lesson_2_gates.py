@@ -4,7 +4,9 @@ import numpy as np
 import streamlit as st
 
 from analysis import figures, tables, teaching
-from app import learn_state
+from app import learn_state, session
+
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 P = "l2"
 SPECS = {
@@ -35,7 +37,7 @@ x = np.array(params["x"])
 steps = teaching.explain_token(
     x, W, b, params["k"], params["score"], shared_22=teaching.DEFAULT_SHARED if params["shared"] else None
 )
-st.plotly_chart(figures.lessons.gate_steps_figure(steps), key="l2_steps")
+st.plotly_chart(figures.lessons.gate_steps_figure(steps), key="l2_steps", config=config)
 st.dataframe(tables.gate_steps_table(steps, b), hide_index=True)
 chosen = ", ".join(f"E{e} × {g:.3f}" for e, g in zip(steps.chosen, steps.gates))
 st.markdown(
@@ -48,8 +50,9 @@ regions = teaching.decision_regions(W, b, params["score"], lim=3.0, n=81)
 left.plotly_chart(
     figures.lessons.regions_figure(regions, "top1", W, x[None], steps.chosen[:1], title="Where the token sits"),
     key="l2_regions",
+    config=config,
 )
-right.plotly_chart(figures.lessons.output_figure(steps), key="l2_output")
+right.plotly_chart(figures.lessons.output_figure(steps), key="l2_output", config=config)
 st.caption("Toy experts rotate their input (E0 by 45°, E1 by 90°, …); the shared expert halves it.")
 
 learn_state.predict_then_reveal(

@@ -4,7 +4,9 @@ import numpy as np
 import streamlit as st
 
 from analysis import figures, teaching
-from app import learn_state
+from app import learn_state, session
+
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 P = "l3"
 RATES = (1e-4, 1e-3, 1e-2)  # slow / good / oscillating
@@ -59,15 +61,18 @@ regions = teaching.decision_regions(W, bias, params["score"], lim=1.2, n=121)
 left.plotly_chart(
     figures.lessons.regions_figure(regions, "top2", W, tokens, topk[:, 0], title=f"Top-2 regions at step {step}"),
     key="l3_regions",
+    config=config,
 )
 right.plotly_chart(
-    figures.lessons.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"), key="l3_load"
+    figures.lessons.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"),
+    key="l3_load",
+    config=config,
 )
-st.plotly_chart(figures.lessons.bias_figure(run.biases, step), key="l3_bias")
+st.plotly_chart(figures.lessons.bias_figure(run.biases, step), key="l3_bias", config=config)
 
 st.subheader("Three rates side by side, same stream")
 curves = {f"u = {u:g}": runs[u].maxvio for u in (1e-2, 1e-4, 1e-3)}  # the good rate drawn last, on top
-st.plotly_chart(figures.lessons.maxvio_figure(curves, 0.05, step), key="l3_rates")
+st.plotly_chart(figures.lessons.maxvio_figure(curves, 0.05, step), key="l3_rates", config=config)
 summary = []
 for u in RATES:
     s = teaching.steps_to_balance(runs[u].maxvio)

@@ -4,7 +4,9 @@ import numpy as np
 import streamlit as st
 
 from analysis import figures, tables, teaching
-from app import learn_state
+from app import learn_state, session
+
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 P = "l4"
 ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0, 3.0)
@@ -57,14 +59,19 @@ for col, res, name in (
 st.plotly_chart(
     figures.lessons.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))}),
     key="l4_curves",
+    config=config,
 )
-st.plotly_chart(figures.lessons.tradeoff_figure(tables.tradeoff_rows(results)), key="l4_tradeoff")
+st.plotly_chart(figures.lessons.tradeoff_figure(tables.tradeoff_rows(results)), key="l4_tradeoff", config=config)
 left, right = st.columns(2)
 left.plotly_chart(
-    figures.lessons.router_figure(sw.W, np.zeros(4), "softmax", title="Router after the aux loss"), key="l4_sw"
+    figures.lessons.router_figure(sw.W, np.zeros(4), "softmax", title="Router after the aux loss"),
+    key="l4_sw",
+    config=config,
 )
 right.plotly_chart(
-    figures.lessons.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule"), key="l4_b"
+    figures.lessons.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule"),
+    key="l4_b",
+    config=config,
 )
 st.caption(
     f"Each run: {N_STEPS} steps of {BATCH:,} tokens. Both must re-route some tokens to balance; only the "

@@ -5,7 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis import figures, teaching
-from app import learn_state
+from app import learn_state, session
+
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 P = "l5"
 SPECS = {
@@ -41,9 +43,13 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Capacity per expert", cap)
 m2.metric("Routings dropped", f"{int((~keep).sum())} of {keep.size}")
 m3.metric("Tokens losing every expert", int((~keep).all(axis=1).sum()))
-st.plotly_chart(figures.lessons.capacity_figure(topk, keep, cap), key="l5_capacity")
+st.plotly_chart(figures.lessons.capacity_figure(topk, keep, cap), key="l5_capacity", config=config)
 load = teaching.expert_load(topk, learn_state.N_EXPERTS)
-st.plotly_chart(figures.lessons.load_figure(load, f"Demand per expert (capacity {cap})"), key="l5_load")
+st.plotly_chart(
+    figures.lessons.load_figure(load, f"Demand per expert (capacity {cap})"),
+    key="l5_load",
+    config=config,
+)
 dropped = np.flatnonzero(~keep.all(axis=1))
 if len(dropped):
     table = pd.DataFrame(

@@ -9,6 +9,8 @@ from streamlit.errors import StreamlitAPIException
 from analysis import figures, teaching
 from app import cache, learn_state, session
 
+config = session.figure_config()  # every figure's camera button saves the sidebar's format
+
 P = "l6"
 SPECS = {"layer": learn_state.Spec(0, 0, 63)}
 LINKS = [  # (page file / url path, label, what to look at)
@@ -58,7 +60,7 @@ else:
     if layer < len(bias):
         m[1].metric("bias range", f"{bias[layer].min():+.4f} … {bias[layer].max():+.4f}")
     m[2].metric("experts", load_LE.shape[1])
-    st.plotly_chart(figures.heatmaps.load_heatmap(load_LE), key="l6_load")
+    st.plotly_chart(figures.heatmaps.load_heatmap(load_LE), key="l6_load", config=config)
 
 st.subheader("Open the real thing")
 for page, label, what in LINKS:
