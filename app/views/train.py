@@ -62,17 +62,18 @@ def live(job: dict) -> None:
     hist = cache.get_source(str(out)).history() if (out / "run.json").is_file() else None
     if hist is not None and len(hist):
         steps = hist["step"].to_numpy()
+        c1, c2, c3 = st.columns([2, 1, 1])
+        smooth = c1.slider("Smoothing (EMA)", 0.0, 0.99, 0.6, key="train_smooth", help="0 = raw")
+        log_y, log_vio = c2.toggle("Log y: loss", key="train_log"), c3.toggle("Log y: MaxVio", True, key="train_lv")
+        loss = {out.name: (steps, hist["loss"].to_numpy())}
+        vio = {out.name: tables.maxvio_series(hist)}
         c1, c2 = st.columns(2)
         c1.plotly_chart(
-            figures.training.run_curves({out.name: (steps, hist["loss"].to_numpy())}, "Loss", "loss"),
-            key="train_loss",
-            config=config,
+            figures.training.run_curves(loss, "Loss", "loss", smooth, log_y), key="train_loss", config=config
         )
-        vio = {out.name: tables.maxvio_series(hist)}
+        title = "MaxVio_batch (mean of layers)"
         c2.plotly_chart(
-            figures.training.run_curves(vio, "MaxVio_batch (mean of layers)", "MaxVio"),
-            key="train_vio",
-            config=config,
+            figures.training.run_curves(vio, title, "MaxVio", smooth, log_vio), key="train_vio", config=config
         )
         st.progress(min(1.0, steps[-1] / max(1, int(job["cmd"][job["cmd"].index("--steps") + 1]))))
     st.code(training_jobs.log_tail(job["log"]) or "(no output yet)", language=None)
