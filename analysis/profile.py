@@ -11,7 +11,7 @@ Shapes: T tokens, L MoE layers, K top-k, E experts, N history rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,22 +147,6 @@ def example_rows(
             seen.add(int(ids_R[r]))
             chosen.append(int(rows_R[r]))
     return chosen
-
-
-def keyword_in_context(tokens: pd.DataFrame, texts: Mapping, rows: Sequence[int], width: int = 40) -> pd.DataFrame:
-    """Keyword in context: for each token row, `width` characters of its document before it, the token's own
-    characters, and `width` after (plain text, newlines as spaces; escape before rendering as HTML).
-    Returns columns: token_row, doc_id, label, left, token, right."""
-    out = []
-    for row in rows:
-        t = tokens.loc[row]
-        doc = str(texts.get(t["doc_id"], ""))
-        s, e = int(t["char_start"]), int(t["char_end"])
-        flat = doc.replace("\r\n", "  ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
-        label = t.get("label", "")
-        out.append({"token_row": int(row), "doc_id": t["doc_id"], "label": "" if pd.isna(label) else str(label),
-                    "left": flat[max(0, s - width) : s], "token": doc[s:e], "right": flat[e : e + width]})  # fmt: skip
-    return pd.DataFrame(out, columns=["token_row", "doc_id", "label", "left", "token", "right"])
 
 
 def coactivation_partners(co: metrics.Coactivation, layer: int, expert: int, n: int = 5) -> pd.DataFrame:

@@ -341,6 +341,22 @@ def selected_rows(points: Sequence[Mapping]) -> list[int]:
     return sorted(set(rows))
 
 
+def keyword_in_context(tokens: pd.DataFrame, texts: Mapping, rows: Sequence[int], width: int = 40) -> pd.DataFrame:
+    """Keyword in context: for each token row, `width` characters of its document before it, the token's own
+    characters, and `width` after (plain text, newlines as spaces; escape before rendering as HTML).
+    Returns columns: token_row, doc_id, label, left, token, right."""
+    out = []
+    for row in rows:
+        t = tokens.loc[row]
+        doc = str(texts.get(t["doc_id"], ""))
+        s, e = int(t["char_start"]), int(t["char_end"])
+        flat = doc.replace("\r\n", "  ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+        label = t.get("label", "")
+        out.append({"token_row": int(row), "doc_id": t["doc_id"], "label": "" if pd.isna(label) else str(label),
+                    "left": flat[max(0, s - width) : s], "token": doc[s:e], "right": flat[e : e + width]})  # fmt: skip
+    return pd.DataFrame(out, columns=["token_row", "doc_id", "label", "left", "token", "right"])
+
+
 def token_context(
     tokens: pd.DataFrame,
     texts: Mapping,
@@ -349,25 +365,19 @@ def token_context(
     experts: Mapping[int, int] | None = None,
 ) -> pd.DataFrame:
     """For token rows: the token, its top-1 expert at the layer shown (`experts`: token_row -> expert; the
-    column is left out without it) and `width` characters of its document on each side, as plain text."""
-    out = []
-    for row in rows:
-        t = tokens.loc[row]
-        doc = texts.get(t["doc_id"], "")
-        s, e = int(t["char_start"]), int(t["char_end"])
-        out.append(
-            {
-                "token_row": int(row),
-                "token": short_token(t["token_text"]),
-                "expert": int(experts[row]) if experts is not None else None,
-                "label": t.get("label", ""),
-                "context": (doc[max(0, s - width) : s] + "[" + doc[s:e] + "]" + doc[e : e + width]).replace("\n", " "),
-            }
-        )
-    columns = ["token_row", "token", "expert", "label", "context"]
-    if experts is None:
-        columns.remove("expert")
-    return pd.DataFrame(out, columns=columns)
+    column is left out without it) and `width` characters of its document on each side around the token in
+    brackets, as plain text (`keyword_in_context` in one column)."""
+    kwic = keyword_in_context(tokens, texts, rows, width)
+    out = pd.DataFrame(
+        {
+            "token_row": kwic["token_row"],
+            "token": [short_token(t) for t in tokens.loc[list(rows), "token_text"]],
+            "expert": [int(experts[r]) for r in rows] if experts is not None else None,
+            "label": kwic["label"],
+            "context": kwic["left"] + "[" + kwic["token"].str.replace("\n", " ") + "]" + kwic["right"],
+        }
+    )
+    return out if experts is not None else out.drop(columns="expert")
 
 
 # ---------------------------------------------------------------- Learn lessons

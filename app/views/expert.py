@@ -3,7 +3,7 @@
 
 import streamlit as st
 
-from analysis import figures, metrics, profile
+from analysis import figures, metrics, profile, tables
 from app import cache, downloads, session
 
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
@@ -67,7 +67,7 @@ else:
 
 st.subheader("In context")
 rows = profile.example_rows(experts, weights, trace.tokens, layer, expert, lift["token_id"].head(8).tolist())
-st.markdown(figures.profile.kwic_html(profile.keyword_in_context(trace.tokens, trace.texts, rows), color),
+st.markdown(figures.profile.kwic_html(tables.keyword_in_context(trace.tokens, trace.texts, rows), color),
             unsafe_allow_html=True)  # fmt: skip
 
 left, right = st.columns(2)

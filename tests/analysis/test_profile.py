@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import figures, metrics, profile, specialization
+from analysis import figures, metrics, profile, specialization, tables
 
 XSS = "<script>alert(1)</script>"
 
@@ -102,7 +102,7 @@ def test_example_rows_prefer_the_given_ids_then_weight(tokens):
 
 
 def test_keyword_in_context(tokens):
-    k = profile.keyword_in_context(tokens, TEXTS, [4, 1], width=2)
+    k = tables.keyword_in_context(tokens, TEXTS, [4, 1], width=2)
     assert k.loc[0, ["left", "token", "right", "label"]].tolist() == ["ba", "\nba", "!", "prose"]
     assert k.loc[1, ["left", "token", "right"]].tolist() == ["oo", " foo", " f"]
 
