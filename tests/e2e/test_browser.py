@@ -10,66 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from app.launch import app_command
-from tests.app.conftest import ROOT, make_tiny_run
+from tests.app.conftest import ROOT
+from tests.e2e.conftest import CHROMIUM, settle
 
-CHROMIUM = Path("/usr/bin/chromium")
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("the app did not become healthy")
-
-
-@pytest.fixture
-def server(tmp_path):
-    run = Path(os.environ.get("MOE_EXPLORER_E2E_RUN") or make_tiny_run(tmp_path / "runs" / "tiny"))
-    port = free_port()
-    env = dict(os.environ, MOE_EXPLORER_RUN=str(run), MOE_EXPLORER_RUNS_DIR=str(tmp_path / "runs"))
-    env["MOE_EXPLORER_WARM_UMAP"] = "0"
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(app_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    page.wait_for_timeout(300)  # let a rerun start before waiting for it to finish
-    page.wait_for_selector(IDLE, timeout=timeout)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import CHROMIUM, server, settle  # noqa: F401  (server is a fixture)
+from tests.e2e.conftest import CHROMIUM, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -42,7 +42,7 @@ def step_line(page) -> str:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
-def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):  # noqa: F811
+def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -81,7 +81,7 @@ def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):  # 
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
-def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_path):  # noqa: F811
+def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)

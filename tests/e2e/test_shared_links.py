@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.test_browser import CHROMIUM, server, settle  # noqa: F401 - `server` is a fixture
+from tests.e2e.conftest import CHROMIUM, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs chromium")]
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -34,7 +34,7 @@ def shown_state(page) -> tuple[str, str]:
     return caption.rsplit(" ", 1)[-1], heading.rsplit(" ", 1)[-1]
 
 
-def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):  # noqa: F811
+def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):
     first = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = first.new_page()
     page.goto(server + "/heatmaps")
@@ -64,7 +64,7 @@ def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):  #
     fresh.close()
 
 
-def test_overview_opens_at_its_own_address(server, browser):  # noqa: F811
+def test_overview_opens_at_its_own_address(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     for address in ("/overview?step=10", "/"):
         page.goto(server + address)

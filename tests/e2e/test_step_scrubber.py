@@ -4,38 +4,15 @@ then shows that step's stored routing (its step and token count in the caption).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from analysis.sources import RunSource
-from app.launch import app_command
 from moe_core.paths import default_run_path
-from tests.app.conftest import ROOT
-from tests.e2e.test_browser import CHROMIUM, free_port, settle, wait_healthy
+from tests.e2e.conftest import CHROMIUM, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture
-def shipped_server(tmp_path):
-    port = free_port()
-    env = dict(__import__("os").environ, MOE_EXPLORER_RUN=str(default_run_path()))
-    env.update(MOE_EXPLORER_RUNS_DIR=str(tmp_path / "runs"), MOE_EXPLORER_WARM_UMAP="0")
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(app_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium: apt-get install chromium")
