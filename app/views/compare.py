@@ -27,7 +27,9 @@ others = c1.multiselect("Runs", [p for p in runs.values() if p != path], format_
 with_self = c2.checkbox(f"Include {name}", key="td_with_self", help="Off by default: runs of other lengths and "
                         "settings can set the scale")  # fmt: skip
 compared = [p for p in runs.values() if p in others or (with_self and p == path)]
-if compared:
+if not compared:
+    st.info("Choose runs to compare, or compare the shipped balancing-strategy study in one click.")
+else:
     table = cache.run_comparison(tuple(compared), tuple(names.get(p, p) for p in compared))
     st.dataframe(tables.comparison_display(table), hide_index=True, key="td_compare")
     st.caption(f"val PPL and MaxVio_global (mean over layers): the last validation; MaxVio_batch: mean over the last "
