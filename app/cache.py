@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -97,11 +98,39 @@ def eval_trace(source: sources.ModelSource, step: int | None):
 # --- training history, saturation, run comparison ---------------------------------------------------------------
 
 
-@st.cache_data(ttl=5, show_spinner=False, max_entries=32)  # short: a run in training appends to its history
+def file_stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+    """(mtime in ns, size) of each file ((0, 0) when missing): a cache key that changes when a file does."""
+    out = []
+    for p in paths:
+        try:
+            st_ = p.stat()
+            out.append((st_.st_mtime_ns, st_.st_size))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
 def histories(path: str) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """(training history, validation history) of the source at `path` (None where it has none)."""
+    """(training history, validation history) of the source at `path` (None where it has none). Read and parsed
+    once per version of history/*.jsonl: a run in training appends to them, which changes the key."""
+    folder = Path(path) / "history"
+    return _histories(path, file_stamp(folder / "train.jsonl", folder / "eval.jsonl"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)  # not copied per rerun: pages only read them
+def _histories(path: str, stamp: tuple) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     source = get_source(path)
     return source.history(), source.eval_history()
+
+
+def card(source: sources.ModelSource) -> sources.ModelCard:
+    """The source's model card (`ModelSource.card`: counting parameters builds a meta model), once per source."""
+    return _card(source.path, file_stamp(Path(source.path) / "run.json", Path(source.path) / "config.json"), source)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _card(path: str, stamp: tuple, _source) -> sources.ModelCard:
+    return _source.card()
 
 
 @st.cache_data(show_spinner="Comparing every stored step's routing with the last one…", max_entries=8)
