@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis import sources, tables
+from analysis import figures, sources, tables
 from app import settings, uploads
 
 RECORDED = "moe_recorded_eval"  # session key: (source, step, docs) whose eval traces were recorded in this session
@@ -64,6 +64,30 @@ def route_trace(source: sources.ModelSource, step: int | None, docs: list[tuple[
     """Trace of (doc_id, label, text) docs, cached by their hash: a rerun on the same text is instant."""
     docs_t = tuple(tuple(d) for d in docs)
     return route_docs(source.path, step, docs_key(docs_t), source, docs_t)
+
+
+def warm_model(source: sources.ModelSource, step: int | None) -> None:
+    """Load the model at `step` and route a few words through it in a background thread, once per (source,
+    step), when a page that routes text opens: the first route of the user's text then finds the model loaded
+    and torch and the figures' modules imported (about 0.5 s of a first route on the shipped run). Failures are
+    left for the real route to report."""
+    if source.capabilities.route_text and (step is None or step in source.model_steps()):
+        _warm_model(source.path, step, source)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _warm_model(path: str, step: int | None, _source) -> threading.Thread:
+    def warm() -> None:
+        try:
+            trace = _source.record((("warm-up", "", "Warm up the router."),), step)
+            figures.colors.expert_colors(trace.n_experts)  # the palette is computed once per process
+            import plotly.subplots  # noqa: F401  (the step-by-step figure)
+        except Exception:  # noqa: BLE001  (a broken checkpoint is reported by the real route)
+            pass
+
+    thread = threading.Thread(target=warm, name="warm-model", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

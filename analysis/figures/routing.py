@@ -164,8 +164,8 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
     z[top1["layer"].to_numpy().astype(int), cols] = top1["expert"].to_numpy()
     texts = [colors.esc(tables.short_token(t)) for t in tokens["token_text"].tolist()]
     summary = tables.routing_summary(routing[routing["token_row"].isin(rows)])
-    for (row, layer), s in zip(summary.index.tolist(), summary.tolist()):
-        i = int(np.searchsorted(rows, row))
+    at = np.searchsorted(rows, summary.index.get_level_values("token_row").to_numpy()).tolist()
+    for i, layer, s in zip(at, summary.index.get_level_values("layer").tolist(), summary.tolist()):
         hover[int(layer), i] = f"token {i}: <b>{texts[i]}</b><br>layer {int(layer)}: {s}"
     palette = colors.expert_colors(n_experts)
     fig = go.Figure(
@@ -185,7 +185,7 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             ygap=1,
         )
     )
-    x_grid, y_grid = np.meshgrid(np.arange(len(rows)), np.arange(n_layers))  # (L, T) each, like `hover`
+    x_grid, y_grid = np.meshgrid(np.arange(len(rows), dtype=np.int32), np.arange(n_layers, dtype=np.int32))
     scatter = go.Scattergl if x_grid.size > 3000 else go.Scatter  # WebGL for long texts
     fig.add_trace(
         scatter(
