@@ -160,7 +160,9 @@ def main() -> None:
                 print(f"round {r} {name:8s} " + "  ".join(f"{v:5.2f}" for v in results[name][-1].values()), flush=True)
         browser.close()
     print(f"# load average after: {os.getloadavg()[0]:.2f}; medians of {args.rounds} (Playwright + chromium)")
-    rows = list(dict.fromkeys(k for rs in results.values() for row in rs for k in row))
+    found = {k for rs in results.values() for row in rs for k in row}
+    order = [f"warm switch: {p[0]}" for p in PAGES] + ["first route of a new 2,000-token text"]
+    rows = [k for k in order if k in found]
     med = {t: {k: statistics.median(row[k] for row in rs) for k in rows if k in rs[0]} for t, rs in results.items()}
     print(f"| | {' | '.join(trees)} | current / baseline | target |")
     print("|---|" + "---:|" * len(trees) + "---:|---|")
