@@ -186,7 +186,7 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             ygap=1,
         )
     )
-    x_grid, y_grid = np.meshgrid(np.arange(len(rows), dtype=np.int32), np.arange(n_layers, dtype=np.int32))
+    x_grid, y_grid = np.meshgrid(np.arange(len(rows)), np.arange(n_layers))  # plotly sends them as int16
     scatter = go.Scattergl if x_grid.size > 3000 else go.Scatter  # WebGL for long texts
     fig.add_trace(
         scatter(

@@ -60,12 +60,6 @@ def thinned(n: int, smooth: float) -> np.ndarray:
     return np.unique(np.append(np.arange(0, n, k), n - 1))
 
 
-def compact(steps: np.ndarray) -> np.ndarray:
-    """Steps as int32 when they are whole numbers (plotly sends arrays as typed bytes: half of int64)."""
-    steps = np.asarray(steps)
-    return steps.astype(np.int32) if steps.dtype.kind in "iu" and (not len(steps) or steps.max() < 2**31) else steps
-
-
 def expert_lines(
     steps: np.ndarray, values_NE: np.ndarray, highlight: Sequence[int] | None, smooth: float, fmt: str
 ) -> go.Figure:
@@ -76,7 +70,7 @@ def expert_lines(
     shown = set(range(E)) if highlight is None else {int(e) for e in highlight}
     grey = [e for e in range(E) if e not in shown]
     keep = thinned(len(steps), smooth)
-    x = compact(np.asarray(steps)[keep])
+    x = np.asarray(steps)[keep]  # whole steps: plotly sends them in the smallest int type
     for e, c in enumerate(colors.expert_colors(E)):
         on = e in shown
         fig.add_scatter(
