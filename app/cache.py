@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from analysis import sources, tables
+from analysis import figures, sources, tables
 from app import settings, uploads
 
 RECORDED = "moe_recorded_eval"  # session key: (source, step, docs) whose eval traces were recorded in this session
@@ -65,6 +66,30 @@ def route_trace(source: sources.ModelSource, step: int | None, docs: list[tuple[
     return route_docs(source.path, step, docs_key(docs_t), source, docs_t)
 
 
+def warm_model(source: sources.ModelSource, step: int | None) -> None:
+    """Load the model at `step` and route a few words through it in a background thread, once per (source,
+    step), when a page that routes text opens: the first route of the user's text then finds the model loaded
+    and torch and the figures' modules imported (about 0.5 s of a first route on the shipped run). Failures are
+    left for the real route to report."""
+    if source.capabilities.route_text and (step is None or step in source.model_steps()):
+        _warm_model(source.path, step, source)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _warm_model(path: str, step: int | None, _source) -> threading.Thread:
+    def warm() -> None:
+        try:
+            trace = _source.record((("warm-up", "", "Warm up the router."),), step)
+            figures.colors.expert_colors(trace.n_experts)  # the palette is computed once per process
+            import plotly.subplots  # noqa: F401  (the step-by-step figure)
+        except Exception:  # noqa: BLE001  (a broken checkpoint is reported by the real route)
+            pass
+
+    thread = threading.Thread(target=warm, name="warm-model", daemon=True)
+    thread.start()
+    return thread
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def stored_trace(path: str, step: int | None, _source):
     """The trace the source recorded ahead of time at `step` (None when there is none)."""
@@ -97,11 +122,39 @@ def eval_trace(source: sources.ModelSource, step: int | None):
 # --- training history, saturation, run comparison ---------------------------------------------------------------
 
 
-@st.cache_data(ttl=5, show_spinner=False, max_entries=32)  # short: a run in training appends to its history
+def file_stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+    """(mtime in ns, size) of each file ((0, 0) when missing): a cache key that changes when a file does."""
+    out = []
+    for p in paths:
+        try:
+            st_ = p.stat()
+            out.append((st_.st_mtime_ns, st_.st_size))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
 def histories(path: str) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """(training history, validation history) of the source at `path` (None where it has none)."""
+    """(training history, validation history) of the source at `path` (None where it has none). Read and parsed
+    once per version of history/*.jsonl: a run in training appends to them, which changes the key."""
+    folder = Path(path) / "history"
+    return _histories(path, file_stamp(folder / "train.jsonl", folder / "eval.jsonl"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)  # not copied per rerun: pages only read them
+def _histories(path: str, stamp: tuple) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     source = get_source(path)
     return source.history(), source.eval_history()
+
+
+def card(source: sources.ModelSource) -> sources.ModelCard:
+    """The source's model card (`ModelSource.card`: counting parameters builds a meta model), once per source."""
+    return _card(source.path, file_stamp(Path(source.path) / "run.json", Path(source.path) / "config.json"), source)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _card(path: str, stamp: tuple, _source) -> sources.ModelCard:
+    return _source.card()
 
 
 @st.cache_data(show_spinner="Comparing every stored step's routing with the last one…", max_entries=8)

@@ -130,6 +130,7 @@ def contrast(a: str, b: str) -> float:
     return (lb + 0.05) / (la + 0.05)
 
 
+@functools.lru_cache(maxsize=1024)  # called once per coloured token: a few thousand times per text
 def text_color(background: str) -> str:
     """Black or white, whichever has the higher WCAG contrast on a hex background (always >= 4.58:1)."""
     return "#000000" if contrast(background, "#000000") >= contrast(background, "#ffffff") else "#ffffff"

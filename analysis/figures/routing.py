@@ -16,6 +16,7 @@ from analysis import tables
 from analysis.figures import colors
 
 TOKEN_CSS = """
+.moe-tokens [data-token]{border-radius:3px;padding:1px 0;box-shadow:inset -1px 0 0 rgba(255,255,255,.7)}
 .moe-tokens [data-tip]{position:relative;cursor:pointer}
 .moe-tokens [data-tip]:hover::after,.moe-tokens [data-tip]:focus-visible::after,.moe-tokens .moe-sel::after{
   content:attr(data-tip);position:absolute;left:0;top:calc(100% + 3px);z-index:20;width:max-content;max-width:24em;
@@ -27,8 +28,9 @@ TOKEN_CSS = """
 .moe-legend a{text-decoration:none}
 .moe-legend a:hover,.moe-legend a:focus{text-decoration:underline}
 """
-"""Styles of the coloured text: a CSS tooltip from each token's data-tip (on hover, keyboard focus, and on the
-selected token, so it also shows after a tap), the selected token's ring, and the legend's links."""
+"""Styles of the coloured text: each token's shape (one rule, not thousands of inline styles), a CSS tooltip from
+each token's data-tip (on hover, keyboard focus, and on the selected token, so it also shows after a tap), the
+selected token's ring, and the legend's links."""
 
 
 CLICK_JS = """
@@ -113,8 +115,7 @@ def colored_text_html(
             sel = ' class="moe-sel" aria-current="true"' if i == selected else ""
             pieces.append(
                 f'<span data-token="{i}" data-tip="{colors.esc(tip)}" data-expert="{int(expert)}" tabindex="0"{sel} '
-                f'style="background:{bg};color:{colors.text_color(bg)};border-radius:3px;padding:1px 0;'
-                f'box-shadow:inset -1px 0 0 rgba(255,255,255,.7)">{piece}</span>'
+                f'style="background:{bg};color:{colors.text_color(bg)}">{piece}</span>'  # the rest: TOKEN_CSS
             )
         pos = max(pos, end)
     if pos < len(text):
@@ -164,8 +165,8 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
     z[top1["layer"].to_numpy().astype(int), cols] = top1["expert"].to_numpy()
     texts = [colors.esc(tables.short_token(t)) for t in tokens["token_text"].tolist()]
     summary = tables.routing_summary(routing[routing["token_row"].isin(rows)])
-    for (row, layer), s in zip(summary.index.tolist(), summary.tolist()):
-        i = int(np.searchsorted(rows, row))
+    at = np.searchsorted(rows, summary.index.get_level_values("token_row").to_numpy()).tolist()
+    for i, layer, s in zip(at, summary.index.get_level_values("layer").tolist(), summary.tolist()):
         hover[int(layer), i] = f"token {i}: <b>{texts[i]}</b><br>layer {int(layer)}: {s}"
     palette = colors.expert_colors(n_experts)
     fig = go.Figure(
@@ -185,7 +186,7 @@ def token_layer_grid(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int,
             ygap=1,
         )
     )
-    x_grid, y_grid = np.meshgrid(np.arange(len(rows)), np.arange(n_layers))  # (L, T) each, like `hover`
+    x_grid, y_grid = np.meshgrid(np.arange(len(rows)), np.arange(n_layers))  # plotly sends them as int16
     scatter = go.Scattergl if x_grid.size > 3000 else go.Scatter  # WebGL for long texts
     fig.add_trace(
         scatter(

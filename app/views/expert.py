@@ -39,7 +39,8 @@ m2.metric("Tokens with it in their top-k", f"{share.routings:,}", f"{share.token
 m3.metric("Tokens with it as top-1", f"{share.top1:,}", f"{share.top1 / T:.1%} of tokens (uniform {1 / E:.1%})",
           **quiet)  # fmt: skip
 
-if source.capabilities.history and len(series := profile.history_series(source.history(), layer, expert)):
+hist = cache.histories(source.path)[0] if source.capabilities.history else None
+if hist is not None and len(series := profile.history_series(hist, layer, expert)):
     st.subheader("Over training")
     st.plotly_chart(
         figures.profile.history_figure(series, share.uniform, step, expert, color),

@@ -3,10 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from app import session
+from app import cache, session
 
 source, step = session.require_source(need_model=False)
-card, capabilities = source.card(), source.capabilities
+card, capabilities = cache.card(source), source.capabilities
 st.title(card.title)
 st.markdown(
     "See how a Mixture-of-Experts language model routes tokens: which expert every token goes to, in every "
@@ -25,7 +25,7 @@ st.subheader("Training summary")
 if not capabilities.history:
     st.info(f"No training history: {capabilities.history.reason}")
 else:
-    hist, ev = source.history(), source.eval_history()
+    hist, ev = cache.histories(source.path)
     c = st.columns(4)
     c[0].metric("Steps", f"{int(hist['step'].max()):,}" if "step" in hist and len(hist) else "–")
     c[1].metric("Tokens", f"{int(hist['tokens'].max()):,}" if "tokens" in hist and len(hist) else "–")

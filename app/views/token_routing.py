@@ -8,6 +8,7 @@ from app import cache, downloads, session, uploads
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 source, step = session.require_source()
+cache.warm_model(source, step)  # in the background: the first route finds the model loaded
 st.title("Token routing")
 st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
 

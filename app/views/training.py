@@ -22,7 +22,7 @@ if hist is None or hist.empty:
     st.info("This run has no training history yet.")
     st.stop()
 
-L = source.card().n_layers
+L = cache.card(source).n_layers
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 session.layer_param(L, "td_layer")
 layer = c1.selectbox("MoE layer", range(L), key="td_layer")

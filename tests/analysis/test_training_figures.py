@@ -66,3 +66,12 @@ def test_saturation_curves_per_layer():
     assert list(fig.data[0].y) == [0.5, 1.0] and list(fig.data[1].y) == [0.5, 1.0]
     assert fig.layout.title.text == "Router saturation: agreement with step 2"
     assert list(fig.layout.yaxis.range) == [0, 1.02]
+
+
+def test_smoothed_expert_lines_are_thinned_within_the_ema_time_constant():
+    keep = figures.training.thinned(2000, 0.8)
+    assert keep[0] == 0 and keep[-1] == 1999 and len(keep) <= figures.training.MAX_POINTS + 1
+    assert np.diff(keep).max() <= 5  # 1 / (1 - 0.8): no coarser than the smoothing
+    assert len(figures.training.thinned(2000, 0.0)) == 2000  # raw values: every point
+    assert len(figures.training.thinned(300, 0.8)) == 300
+    assert np.diff(figures.training.thinned(5000, 0.5)).max() == 2  # capped by the time constant
