@@ -1,6 +1,7 @@
 """Explore-page warm switches and the first route of a new 2,000-token text, in chromium, against a baseline tree.
 
-    python bench/page_timings.py --baseline /work/wt/baseline --rounds 3
+    git worktree add /tmp/baseline 1d389ec        # the code before issue 15, beside this checkout
+    python bench/page_timings.py --baseline /tmp/baseline --rounds 3
 
 Each round starts, for the baseline tree and for this tree (interleaved, alternating which goes first), a fresh
 `python -m streamlit run app/main.py` on that tree's shipped run (`sample_data/default_run`, MOE_EXPLORER_RUN;
@@ -135,7 +136,7 @@ def one_round(browser, tree: Path, text: str, log: Path) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--baseline", type=Path, default=Path("/work/wt/baseline"), help="the baseline tree (a checkout)")
+    p.add_argument("--baseline", type=Path, required=True, help="the baseline tree (a checkout, e.g. git worktree)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tokens", type=int, default=2000)
     p.add_argument("--trees", nargs="+", default=["baseline", "current"], choices=["baseline", "current"])
