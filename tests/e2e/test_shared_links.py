@@ -34,14 +34,28 @@ def shown_state(page) -> tuple[str, str]:
     return caption.rsplit(" ", 1)[-1], heading.rsplit(" ", 1)[-1]
 
 
+def choose(page, label: str, option: str, tries: int = 5) -> None:
+    """Pick `option` of the select box `label`; a rerun that lands while the list is open closes it (a busy
+    machine makes that likely), so open it again until the option can be clicked."""
+    for _ in range(tries):
+        page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.wait_for(timeout=5_000)
+            item.click(timeout=5_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: the list closed under us; try again
+            settle(page)
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
+
+
 def test_a_copied_link_opens_the_same_view_in_a_new_browser(server, browser):
     first = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = first.new_page()
     page.goto(server + "/heatmaps")
     settle(page)
     assert shown_state(page) == ("20", "0")
-    page.get_by_test_id("stSelectbox").filter(has_text="MoE layer").click()  # layer 0 -> 1
-    page.get_by_role("option", name="1", exact=True).click()
+    choose(page, "MoE layer", "1")  # layer 0 -> 1
     settle(page)
     slider = page.get_by_test_id("stSidebar").get_by_role("slider")  # checkpoint step 20 -> 10
     slider.focus()
