@@ -6,12 +6,12 @@ Shareable state: the URL query parameters `run` (display name of the source), `s
 so a copied link opens the same view in a fresh browser. `sidebar_selector` keeps `run` and `step`; a page calls
 `url_param(key, name, ...)` (or `layer_param`) just before creating a widget with that key. Only these names are
 written: the Learn pages keep their own lesson parameters (app/learn_state.py). The decisions are pure functions
-(`parse_param`, `resolve_param`, `to_query`, `from_query`), tested without Streamlit.
+(`parse_param`, `format_param`, `resolve_param`), tested without Streamlit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,22 +168,6 @@ def resolve_param(current: Any, raw: str | None, synced: str | None, *, default:
         if value is not None:
             return value
     return None
-
-
-def to_query(state: Mapping[str, Any]) -> dict[str, str]:
-    """The shareable part of `state` ({name: value}, names of URL_NAMES) as query parameters; None left out."""
-    return {n: format_param(state[n]) for n in URL_NAMES if state.get(n) is not None}
-
-
-def from_query(query: Mapping[str, str], valid: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Query parameters -> {name: value} for the names in `valid` ({name: parse_param's lo/hi/choices}), with
-    values that are missing or unusable left out (the inverse of `to_query` for valid values)."""
-    out = {}
-    for name, rules in valid.items():
-        value = parse_param(query.get(name), **rules)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 def _write_param(name: str, value: Any, synced_key: str) -> None:

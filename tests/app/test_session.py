@@ -42,15 +42,17 @@ def test_resolve_param_order():
 
 
 def test_url_round_trip():
+    """Each shared value -> its URL text (format_param, what url_param writes) -> back (parse_param, what a
+    link restores), with the page's own rules; unusable link values restore nothing."""
     state = {"run": "default (shipped)", "step": 500, "layer": 2, "expert": 13, "token": 0, "sample": "eval: x #1"}
-    query = session.to_query(state)
-    assert query == {"run": "default (shipped)", "step": "500", "layer": "2", "expert": "13", "token": "0",
-                     "sample": "eval: x #1"}  # fmt: skip
     valid = {"run": {"choices": ["tiny", "default (shipped)"]}, "step": {"choices": [250, 500]}, "layer": {"hi": 3},
              "expert": {"hi": 15}, "token": {"hi": 9}, "sample": {"choices": ["eval: x #1"]}}  # fmt: skip
-    assert session.from_query(query, valid) == state
-    assert session.to_query({"layer": 1, "step": None, "other": 5}) == {"layer": "1"}  # only the shared names
-    assert session.from_query({"layer": "x", "step": "999"}, valid) == {}
+    query = {name: session.format_param(value) for name, value in state.items()}
+    assert query == {"run": "default (shipped)", "step": "500", "layer": "2", "expert": "13", "token": "0",
+                     "sample": "eval: x #1"}  # fmt: skip
+    assert {name: session.parse_param(query[name], **valid[name]) for name in state} == state
+    assert session.parse_param("x", **valid["layer"]) is None and session.parse_param("999", **valid["step"]) is None
+    assert set(state) == set(session.URL_NAMES)  # every shared name is covered
 
 
 # --- in the app ------------------------------------------------------------------------------------------------
