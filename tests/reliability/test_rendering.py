@@ -73,7 +73,7 @@ def test_figure_builders_escape_hover_legend_and_axes(hostile_trace):
     assert_figure_safe(figures.training.run_curves({p: (np.arange(3), np.ones(3)) for p in PAYLOADS}, "Loss", "loss"))
     # and the escaped text is what a reader sees
     grid = figures.routing.token_layer_grid(tokens, routing, L, E)
-    assert any("&lt;" in h for h in grid.data[1].hovertext)  # tokens are pieces: "<" shown as &lt;
+    assert any("&lt;" in h for h in grid.data[0].text[0])  # tokens are pieces: "<" shown as &lt;
 
 
 def test_token_colouring_escapes_text_and_tooltips(hostile_trace):
