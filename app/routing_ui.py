@@ -114,6 +114,12 @@ def text_html(view: RoutingTrace, layer: int, selected: int, marked=()) -> str:
     return figures.routing.colored_text_html(text, tokens, top1, view.n_experts, tips, selected, marked)
 
 
+def show_html(html: str, key: str) -> None:
+    """Coloured-text HTML drawn by the browser's parser (`figures.routing.TEXT_JS`), not as Markdown."""
+    draw = st.components.v2.component("moe_token_text", js=figures.routing.TEXT_JS, isolate_styles=False)
+    draw(key=key, data={"html": html})
+
+
 def coloured_text(view: RoutingTrace, layer: int, selected: int) -> None:
     """Legend (top-1 tokens per expert; a chip opens its profile) and the coloured text; a long text scrolls in
     a box of its own."""
@@ -122,7 +128,7 @@ def coloured_text(view: RoutingTrace, layer: int, selected: int) -> None:
     st.markdown(figures.routing.legend_html(view.n_experts, counts=counts, layer=layer), unsafe_allow_html=True)
     long = sum(len(t) for t in view.texts.values()) > LONG_TEXT
     with st.container(height=380 if long else "content", border=long):
-        st.markdown(text_html(view, layer, selected), unsafe_allow_html=True)
+        show_html(text_html(view, layer, selected), "tr_text")
     st.caption(f"{len(view.tokens):,} tokens · layer {layer} · legend: top-1 tokens per expert (click a chip for its "
                "profile) · hover or tap a token for its experts and gate weights; click it to select it")  # fmt: skip
 
@@ -215,9 +221,10 @@ def compare_steps(source, step: int | None, docs, doc: str, view: RoutingTrace, 
         f"{int(changed.sum()):,} of {T:,} tokens have another top-1 expert at step {other} (dashed boxes)."
     )
     marked = set(changed.nonzero()[0].tolist())
-    for col, name, v in zip(st.columns(2), names, (view, view_b)):
-        col.markdown(f"**{name}**" + (" (the sidebar's step)" if v is view else ""))
-        col.markdown(text_html(v, layer, i, marked), unsafe_allow_html=True)
+    for col, name, v, side in zip(st.columns(2), names, (view, view_b), "ab"):
+        with col:
+            st.markdown(f"**{name}**" + (" (the sidebar's step)" if v is view else ""))
+            show_html(text_html(v, layer, i, marked), f"tr_cmp_text_{side}")
     table = step_comparison.token_table(view.tokens["token_text"].tolist(), exp_a, w_a, exp_b, w_b, layer, names)
     only = st.toggle("Only tokens whose top-1 expert changed", True, key="tr_cmp_only")
     st.dataframe(table[table["top-1 changed"]] if only else table, hide_index=True, height=260)

@@ -97,6 +97,20 @@ link's href stays for opening in a new tab), and a click on a cell of the token 
 whose layout.meta is GRID_META; plotly's `plotly_click`, hooked on the first press) into the trigger `cell` =
 {token, layer}. Listeners sit on the document, so the text and the grid can be redrawn by every rerun."""
 
+TEXT_JS = """
+export default function (component) {
+  const { data, parentElement } = component;
+  const html = (data && data.html) || "";
+  if (parentElement.__moeHtml !== html) {
+    parentElement.innerHTML = html;
+    parentElement.__moeHtml = html;
+  }
+}
+"""
+"""Script of a Streamlit v2 component (created with isolate_styles=False, so TOKEN_CSS reaches it) whose markup is
+data = {"html": colored_text_html(...)}: the browser's own HTML parser draws the 2,000 spans of a long text, about
+a third of the work of Streamlit's Markdown renderer (measured in chromium, docs/BENCHMARKS.md)."""
+
 
 def colored_text_html(
     text: str,

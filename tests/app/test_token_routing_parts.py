@@ -7,7 +7,7 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from app import routing_ui, session
-from tests.app.conftest import ROOT
+from tests.app.conftest import ROOT, token_html
 from tests.app.test_step_pages import shipped_env  # noqa: F401  (fixture)
 
 
@@ -53,7 +53,7 @@ def test_compare_an_eval_document_with_an_earlier_step(shipped_env, entry):  # n
     assert at.query_params["compare"] in ("250", ["250"])
     caption = next(c.value for c in at.caption if c.value.startswith("Denominator: the "))
     assert "tokens of this document, per layer" in caption and "have another top-1 expert at step 250" in caption
-    assert sum("moe-tokens" in m.value for m in at.markdown) == 3  # the page's text, step 2000 and step 250
+    assert token_html(at).count('<div class="moe-tokens"') == 3  # the page's text, step 2000 and step 250
     assert at.dataframe  # the token table
     at.selectbox(key=routing_ui.COMPARE).set_value("off").run()
     assert "compare" not in at.query_params and not any(i.endswith("tr_cmp_bars") for i in chart_ids(at))
