@@ -249,7 +249,7 @@ def routing_steps_figure(steps: pd.DataFrame, shared_share: float | None = None)
     faded = [c if ch else "#d0d0d0" for c, ch in zip(palette, chosen)]
     titles = ["1. router scores", "2. score + bias (choice only)", "3. top-k chosen", "4. gate weights"]
     if shared_share is not None:
-        titles[3] += f" (shared expert {shared_share:.0%} of output)"
+        titles[3] += f"<br>(shared expert: {shared_share:.0%} of the output)"  # one line would be cut off
     fig = make_subplots(rows=1, cols=4, subplot_titles=titles)
     fig.add_bar(x=x, y=steps["score"], marker_color=palette, row=1, col=1, name="score",
                 hovertemplate="%{x}: score %{y:.4f}<extra></extra>")  # fmt: skip
@@ -265,7 +265,7 @@ def routing_steps_figure(steps: pd.DataFrame, shared_share: float | None = None)
     for e in flipped[flipped["chosen"]]["expert"]:  # mark experts chosen only thanks to the bias
         fig.add_annotation(x=f"E{e}", y=float(steps.loc[steps["expert"] == e, "biased_score"].iloc[0]),
                            text="bias", showarrow=True, arrowhead=2, row=1, col=3)  # fmt: skip
-    fig.update_layout(showlegend=False, height=300, margin=dict(t=50, b=30))
+    fig.update_layout(showlegend=False, height=320, margin=dict(t=70, b=30))
     return fig
 
 
