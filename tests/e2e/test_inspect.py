@@ -87,6 +87,11 @@ def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
         assert line.endswith("at layer 1") and picked != index
         assert page.locator(".moe-tokens .moe-sel").get_attribute("data-token") == picked  # the text follows
         assert re.search(r"[?&]layer=1(&|$)", page.url) and re.search(rf"[?&]token={picked}(&|$)", page.url)
+        grid = drag.bounding_box()  # again, on the redrawn grid (its selected cell outlined): layer 0
+        page.mouse.click(grid["x"] + grid["width"] * 0.8, grid["y"] + grid["height"] * 0.25)
+        settle(page)
+        again = re.match(r"Token (\d+): ", step_line(page)).group(1)
+        assert step_line(page).endswith("at layer 0") and int(again) > int(picked)
         page.screenshot(path=str(shots(tmp_path) / "inspect_1400.png"), full_page=True)
 
         phone = browser.new_page(viewport={"width": 400, "height": 800}, has_touch=True, is_mobile=True)
