@@ -171,3 +171,21 @@ def test_several_steps_and_the_stratified_sample(run_dir, tmp_path, one_thread):
     assert two.hidden is not None and len(two.hidden_rows) >= 30
     with pytest.raises(ValueError, match="step 5 has no weights"):
         record_dataset(RunSource(run_dir), [corpus], tmp_path / "ds2", RecordConfig(steps=[5]))
+
+
+@pytest.mark.slow
+def test_hugging_face_source_records_at_step_none(tmp_path, one_thread):
+    pytest.importorskip("transformers", reason="the HF adapter needs the optional extra: pip install .[hf]")
+    from analysis.sources import HFSource
+    from tests.hf_fixtures import save_tiny_hf_model
+
+    source = HFSource(save_tiny_hf_model(tmp_path / "olmoe", "olmoe"), device="cpu")
+    corpus = write_corpus(tmp_path / "c.jsonl", n_docs=6, reps=1)
+    record_dataset(source, [corpus], tmp_path / "ds", RecordConfig(batch_tokens=60, shard_tokens=120))
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.steps == [None] and all("/step=none/" in str(p) for p in ds.files("routing"))
+    assert ds.manifest["source"]["kind"] == "hf" and len(ds.shards) > 1
+    docs = [(str(d.doc_index), d.label, d.text) for d in iter_docs(list_inputs([corpus]))]
+    ref = source.record(docs)
+    trace = ds.to_trace(step=None)
+    assert trace.n_tokens == ref.n_tokens and np.array_equal(trace.experts_array(), ref.experts_array())
