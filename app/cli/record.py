@@ -58,15 +58,19 @@ def run_record(args: argparse.Namespace) -> int:
         batch_tokens=args.batch_tokens, shard_tokens=args.shard_tokens, max_hidden=args.sample, steps=args.step
     )
     source = open_source(args)
-    result = record_dataset(
-        source,
-        args.inputs,
-        args.out,
-        config,
-        resume=args.resume,
-        progress=not args.no_progress,
-        log=lambda line: print(line, file=sys.stderr),
-    )
+    try:
+        result = record_dataset(
+            source,
+            args.inputs,
+            args.out,
+            config,
+            resume=args.resume,
+            progress=not args.no_progress,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+    except KeyboardInterrupt:
+        print(f"{args.out}: finished shards are kept; the same command with --resume continues", file=sys.stderr)
+        raise
     if result.status != "already complete":
         print(f"wrote {result.out}")
     return 0
