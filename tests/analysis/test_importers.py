@@ -256,3 +256,23 @@ def test_import_command_writes_and_resumes(tmp_path):
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["shards"] == before
     other = subprocess.run(cmd + ["--shard-tokens", "5"], capture_output=True, text=True, env=env, cwd=REPO)
     assert other.returncode == 2 and "another" in other.stderr and other.stderr.count("\n") == 1
+
+
+def test_tokenizer_turns_ids_into_text(tmp_path):
+    from tokenizers import Tokenizer
+
+    tok_path = REPO / "sample_data" / "default_run" / "tokenizer.json"
+    ids = Tokenizer.from_file(str(tok_path)).encode("The cat sat.").ids
+    routed = _vllm_routed(len(ids) - 1, np.random.default_rng(3))
+    resp = {
+        "id": "t",
+        "prompt_token_ids": ids[:-1],
+        "choices": [{"index": 0, "token_ids": ids[-1:], "routed_experts": _npy_b64(routed)}],
+    }
+    path = _write_jsonl(tmp_path / "r.jsonl", [resp])
+    import_traces("vllm", [path], tmp_path / "ds", ImportOptions(tokenizer=str(tok_path.parent)))
+    trace = open_dataset(tmp_path / "ds").to_trace()
+    text = trace.texts["t"]
+    assert text == "The cat sat"  # every token but the last sampled one (".")
+    spans = list(zip(trace.tokens["char_start"], trace.tokens["char_end"]))
+    assert "".join(text[a:b] for a, b in spans) == text and trace.tokens["token_text"].tolist()[0] == "The"
