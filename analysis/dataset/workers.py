@@ -93,7 +93,9 @@ def start(workers: Workers, out: str | os.PathLike, resume: bool) -> None:
     """Before any worker opens the dataset: rank 0 refuses an unfinished dataset without `resume` and
     creates the folder's progress/ (so a worker opening it while rank 0 writes the first manifest sees a
     dataset, not a foreign folder); then all wait for each other. Every worker then opens the dataset as a
-    resume: they all write the same manifest fields, which the writer checks."""
+    resume: they all write the same manifest fields, which the writer checks. Nothing with one worker."""
+    if not workers.on:
+        return
     if workers.main:
         manifest = Path(out) / layout.MANIFEST
         if manifest.is_file() and not resume and not layout.read_manifest(out).get("complete"):
@@ -104,14 +106,16 @@ def start(workers: Workers, out: str | os.PathLike, resume: bool) -> None:
 
 def finish(workers: Workers, out: str | os.PathLike) -> dict[str, Any] | None:
     """After this worker's last shard: wait for all, then rank 0 merges every progress log into the manifest
-    and marks it complete (returned); other workers return None. Ends the process group."""
+    and marks it complete (returned); other workers return None. Ends the process group. Nothing with one
+    worker (its recorder completes the dataset itself)."""
+    if not workers.on:
+        return None
     barrier(workers)
     manifest = complete(out) if workers.main else None
-    if workers.on:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return manifest
 
 
