@@ -15,13 +15,13 @@ of workers resumes each worker's share (its finished shards are in its own progr
 
 Without a shared folder (each machine records into its own copy of DIR), copy the copies into one folder
 afterwards (their files never collide: worker ids are in the names) and merge them with `complete(DIR)`
-(`python -m analysis.dataset.workers DIR`).
+(`python -m analysis.dataset.workers DIR N_WORKERS`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -104,14 +104,26 @@ def start(workers: Workers, out: str | os.PathLike, resume: bool) -> None:
     barrier(workers)
 
 
-def finish(workers: Workers, out: str | os.PathLike) -> dict[str, Any] | None:
+def finish(workers: Workers, out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """After this worker's last shard: wait for all, then rank 0 merges every progress log into the manifest
-    and marks it complete (returned); other workers return None. Ends the process group. Nothing with one
-    worker (its recorder completes the dataset itself)."""
+    and marks it complete (returned) when it finds every worker's log; other workers return None. Ends the
+    process group. Nothing with one worker (its recorder completes the dataset itself)."""
     if not workers.on:
         return None
+    progress = layout.progress_path(out, workers.rank)
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.touch()  # an empty log says "done, no shard": rank 0 can tell a shared folder from separate ones
     barrier(workers)
-    manifest = complete(out) if workers.main else None
+    manifest = None
+    if workers.main:
+        missing = missing_workers(out, workers.world)
+        manifest = complete(out, mark=not missing)
+        if missing:
+            log(
+                f"{out}: no progress log of worker(s) {', '.join(map(str, missing))} here (no shared folder?): "
+                f"gather every machine's {Path(out).name}/ into one folder, then: python -m analysis.dataset.workers "
+                f"DIR {workers.world}"
+            )
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -119,21 +131,31 @@ def finish(workers: Workers, out: str | os.PathLike) -> dict[str, Any] | None:
     return manifest
 
 
-def complete(out: str | os.PathLike) -> dict[str, Any]:
-    """Merge the progress logs in `out` into its manifest and mark it complete (the writer's `finalize`,
-    opened as worker 0 with the manifest's own settings). Also for datasets recorded on machines without a
-    shared folder, once their copies are gathered into one."""
+def missing_workers(out: str | os.PathLike, world: int) -> list[int]:
+    """Workers 0..world-1 without a progress log in `out`."""
+    return [r for r in range(world) if not layout.progress_path(out, r).is_file()]
+
+
+def complete(out: str | os.PathLike, mark: bool = True) -> dict[str, Any]:
+    """Merge the progress logs in `out` into its manifest and (mark) mark it complete: the writer's
+    `finalize`, opened as worker 0 with the manifest's own settings. Also for datasets recorded on machines
+    without a shared folder, once their copies are gathered into one."""
     from analysis.dataset.writer import DatasetWriter
 
     m = layout.read_manifest(out)
     writer = DatasetWriter(
         out, m["source"], 0, steps=m["steps"], inputs=m["inputs"], config=m["config"], sample=m["sample"]
     )
-    return writer.finalize(complete=True)
+    return writer.finalize(complete=True if mark else None)
 
 
-if __name__ == "__main__":  # python -m analysis.dataset.workers DIR: merge gathered worker folders
+if __name__ == "__main__":  # python -m analysis.dataset.workers DIR N: merge the gathered folders of N workers
     import sys
 
-    done = complete(sys.argv[1])
-    print(f"{sys.argv[1]}: {len(done['shards'])} shards, {sum(s['tokens'] for s in done['shards'])} tokens, complete")
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m analysis.dataset.workers DIR N_WORKERS")
+    root, world = sys.argv[1], int(sys.argv[2])
+    if missing := missing_workers(root, world):
+        sys.exit(f"{root}: no progress log of worker(s) {', '.join(map(str, missing))}: copy their folders in first")
+    done = complete(root)
+    print(f"{root}: {len(done['shards'])} shards, {sum(s['tokens'] for s in done['shards'])} tokens, complete")

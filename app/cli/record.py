@@ -74,7 +74,7 @@ def run_record(args: argparse.Namespace) -> int:
         progress=not args.no_progress and team.main,
         log=lambda line: print(line, file=sys.stderr),
     )
-    workers.finish(team, args.out)  # all done: rank 0 merges the progress logs and marks the dataset complete
+    workers.finish(team, args.out, log=lambda line: print(line, file=sys.stderr))  # rank 0 merges all logs
     if result.status != "already complete":
         print(f"wrote {result.out}")
     return 0

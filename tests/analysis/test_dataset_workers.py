@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,3 +102,26 @@ def test_two_workers_record_the_single_process_dataset(tmp_path):
     # the sample (router inputs) is chosen per token, not per worker: the same tokens
     sa, sb = open_dataset(tmp_path / "single").sample(), open_dataset(tmp_path / "multi").sample()
     assert sorted(zip(sa["doc_index"], sa["position"])) == sorted(zip(sb["doc_index"], sb["position"]))
+
+    # machines without a shared folder: each worker writes its own copy; gathered, then merged
+    port = str(_free_port())
+    procs = [
+        record(
+            f"sep{r}",
+            {"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        )
+        for r in range(2)
+    ]
+    errs = [p.stderr.read() for p in procs]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], errs
+    assert "no progress log of worker(s) 1 here" in errs[0]
+    assert not json.loads((tmp_path / "sep0" / "manifest.json").read_text())["complete"]
+    merge = [sys.executable, "-m", "analysis.dataset.workers", str(tmp_path / "sep0"), "2"]
+    refused = subprocess.run(merge, env=env, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode != 0 and "copy their folders in first" in refused.stderr
+    shutil.copytree(tmp_path / "sep1", tmp_path / "sep0", dirs_exist_ok=True)
+    merged = subprocess.run(merge, env=env, cwd=REPO, capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    c = _tables(tmp_path / "sep0")
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], c[name], check_exact=False, rtol=1e-5, obj=name)
