@@ -75,6 +75,6 @@ def run_record(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr),
     )
     workers.finish(team, args.out, log=lambda line: print(line, file=sys.stderr))  # rank 0 merges all logs
-    if result.status != "already complete":
+    if result.status != "already complete" and team.main:
         print(f"wrote {result.out}")
     return 0
