@@ -9,7 +9,9 @@ per rank, `router_trace_rank{rank}.jsonl`, one record per (step, block, layer) r
 routing map, the indices come from `nonzero()`: a token's experts in ascending id order, not by score.
 Optional sidecars `hidden_states_rank{r}.bin` / `logits_rank{r}.bin` (raw bfloat16, located by the records'
 `hs_offset`/`logit_offset` fields) are not imported; `router_state_rank{r}.pt` is a torch.save pickle and
-is never opened.
+is never opened. Megatron's RouterReplay (megatron/core/transformer/moe/router_replay.py) keeps recorded top-k
+indices in memory for replay and writes no file of its own; `RouterTracer.record_indices` serializes them
+into this same JSONL.
 
 Mapping: a document is one router call of every decoder layer on one rank in one step: within a step the
 k-th record of each layer belongs to call k (micro-batches under gradient accumulation); its tokens are the
