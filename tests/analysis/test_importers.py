@@ -276,3 +276,18 @@ def test_tokenizer_turns_ids_into_text(tmp_path):
     assert text == "The cat sat"  # every token but the last sampled one (".")
     spans = list(zip(trace.tokens["char_start"], trace.tokens["char_end"]))
     assert "".join(text[a:b] for a, b in spans) == text and trace.tokens["token_text"].tolist()[0] == "The"
+
+
+def test_bad_document_later_keeps_the_finished_shards(tmp_path):
+    rng = np.random.default_rng(4)
+    good, bad = _vllm_routed(3, rng), _vllm_routed(3, rng).astype(np.int16)
+    bad[1, 1, :] = -1  # no routing for one token in a routed layer
+    rows = [
+        {"id": f"r{i}", "choices": [{"index": 0, "routed_experts": _npy_b64(a)}]} for i, a in enumerate([good, bad])
+    ]
+    path = _write_jsonl(tmp_path / "r.jsonl", rows)
+    with pytest.raises(ValueError, match=r"r.jsonl:2 choice 0: a token has no routing in layer 1"):
+        import_traces("vllm", [path], tmp_path / "ds", ImportOptions(shard_tokens=3, n_experts=16))
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert [s["id"] for s in manifest["shards"]] == ["w000-s000000"] and not manifest["complete"]
+    np.testing.assert_array_equal(open_dataset(tmp_path / "ds").to_trace().experts_array(), good[:, 1:, :])

@@ -78,16 +78,19 @@ def import_traces(
     settings = {"import": fmt, "shard_tokens": opts.shard_tokens, "label": opts.label, "moe_layers": plan.layers}
     writer = DatasetWriter(out, source, 0, steps=[None], inputs=_inputs(files), config=settings)
     finished = writer.finished_shards()
-    doc_start = docs = tokens = 0
-    for k, batch in enumerate(batches(read(), opts.shard_tokens)):
-        shard = layout.shard_id(0, k)
-        if shard not in finished:
-            writer.write_shard(shard, _shard(batch, doc_start, plan, names), plan.meta())
-        doc_start += len(batch)
-        docs += len(batch)
-        tokens += sum(len(d.experts) for d in batch)
-        if progress is not None:
-            progress(docs, tokens)
+    doc_start = tokens = 0
+    try:
+        for k, batch in enumerate(batches(read(), opts.shard_tokens)):
+            shard = layout.shard_id(0, k)
+            if shard not in finished:
+                writer.write_shard(shard, _shard(batch, doc_start, plan, names), plan.meta())
+            doc_start += len(batch)
+            tokens += sum(len(d.experts) for d in batch)
+            if progress is not None:
+                progress(doc_start, tokens)
+    except BaseException:
+        writer.finalize()  # bad input further on, or Ctrl-C: the finished shards stay listed
+        raise
     return writer.finalize(complete=True)
 
 

@@ -303,9 +303,7 @@ def docs_to_trace(docs: list[ImportedDoc], plan: ImportPlan, names: TokenTexts) 
         kept = doc.experts[:, plan.layers, :]
         if (kept < 0).any():
             layer = plan.layers[int(np.argwhere(kept < 0)[0][1])]
-            raise ValueError(
-                f"{doc.where}: document {doc.doc_id} has no routing in layer {layer}, which the import keeps"
-            )
+            raise ValueError(f"{doc.where}: a token has no routing in layer {layer}, which the import keeps")
         experts.append(kept)
     tokens = {k: (np.concatenate(v) if v and isinstance(v[0], np.ndarray) else v) for k, v in cols.items()}
     tokens["label"] = labels
