@@ -200,7 +200,8 @@ def record_dataset(
 
     kept_before = sum(finished[layout.shard_id(worker, i)]["tokens"] for i in range(start_index))
     bar = _Progress(progress, total_bytes(files), out.name, kept_before)
-    written = skipped = tokens_written = 0
+    written = tokens_written = 0
+    skipped = start_index  # the unbroken run of finished shards, not read again
     try:
         docs = (d for d in iter_docs(files) if d.doc_index >= start_doc or bar.skip(d))
         for shard in plan_shards(docs, lambda text: len(source.token_spans(text)), config.shard_tokens, start_index):
