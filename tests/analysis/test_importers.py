@@ -291,3 +291,13 @@ def test_bad_document_later_keeps_the_finished_shards(tmp_path):
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert [s["id"] for s in manifest["shards"]] == ["w000-s000000"] and not manifest["complete"]
     np.testing.assert_array_equal(open_dataset(tmp_path / "ds").to_trace().experts_array(), good[:, 1:, :])
+
+
+def test_top1_megatron_drops_absent_layers_and_moe_layers_overrides(tmp_path):
+    rows = [_megatron_record(0, layer, [[layer], [layer + 1]]) for layer in (1, 3)]
+    _write_jsonl(tmp_path / "router_trace_rank0.jsonl", rows)
+    import_traces("megatron", [tmp_path], tmp_path / "ds")
+    trace = open_dataset(tmp_path / "ds").to_trace()
+    assert trace.meta["layer_blocks"] == [1, 3] and trace.experts_array()[:, :, 0].tolist() == [[1, 3], [2, 4]]
+    import_traces("megatron", [tmp_path], tmp_path / "ds3", ImportOptions(moe_layers=[3]))
+    assert open_dataset(tmp_path / "ds3").to_trace().meta["layer_blocks"] == [3]

@@ -217,7 +217,8 @@ def plan_from_docs(docs: Iterable[ImportedDoc], opts: ImportOptions, cfg: dict[s
 
     A raw layer is dense (dropped) when the engine left it unwritten: every slot -1 (SGL-JAX), or, with
     top-k >= 2, every token's slots all equal (vLLM and SGLang leave dense layers at 0; a router never picks
-    one expert twice). With top-1 this is undecidable: then --moe-layers or the config decides, else all stay."""
+    one expert twice). With top-1 a layer of zeros looks routed: then --moe-layers or the config decides,
+    else it stays."""
     n_raw = top_k = None
     max_expert = -1
     written: np.ndarray | None = None  # (L_raw,) some token has a real routing in that layer
@@ -239,7 +240,7 @@ def plan_from_docs(docs: Iterable[ImportedDoc], opts: ImportOptions, cfg: dict[s
         raise ValueError("the files hold no routed tokens")
     layers = opts.moe_layers or config_moe_layers(cfg)
     if layers is None:
-        layers = [i for i in range(n_raw) if written[i] or top_k < 2]
+        layers = [i for i in range(n_raw) if written[i]]
     bad = [i for i in layers if not 0 <= i < n_raw]
     if bad or not layers:
         raise ValueError(f"MoE layers {bad or layers} are not among the {n_raw} layers of the trace")
