@@ -94,16 +94,17 @@ def plan_shards(
     """Cut the document stream into shards: a shard closes once it holds >= shard_tokens tokens. Documents
     without tokens are dropped. Starting at a shard boundary (start_index, its first document) continues the
     same cut."""
-    shard = PlannedShard(start_index)
+    shard, total = PlannedShard(start_index), 0
     for doc in docs:
         n = count(doc.text)
         if n == 0:
             continue
         shard.docs.append(doc)
         shard.tokens.append(n)
-        if sum(shard.tokens) >= shard_tokens:
+        total += n
+        if total >= shard_tokens:
             yield shard
-            shard = PlannedShard(shard.index + 1)
+            shard, total = PlannedShard(shard.index + 1), 0
     if shard.docs:
         yield shard
 

@@ -63,17 +63,21 @@ def run_record(args: argparse.Namespace) -> int:
         args.hf_device = team.device(args.hf_device)  # "auto"/"cuda" -> this machine's GPU LOCAL_RANK
     source = open_source(args)
     workers.start(team, args.out, args.resume)
-    result = record_dataset(
-        source,
-        args.inputs,
-        args.out,
-        config,
-        resume=args.resume or team.on,  # start() checked the folder; every worker opens it as a resume
-        worker=team.rank,
-        n_workers=team.world,
-        progress=not args.no_progress and team.main,
-        log=lambda line: print(line, file=sys.stderr),
-    )
+    try:
+        result = record_dataset(
+            source,
+            args.inputs,
+            args.out,
+            config,
+            resume=args.resume or team.on,  # start() checked the folder; every worker opens it as a resume
+            worker=team.rank,
+            n_workers=team.world,
+            progress=not args.no_progress and team.main,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+    except KeyboardInterrupt:
+        print(f"{args.out}: finished shards are kept; the same command with --resume continues", file=sys.stderr)
+        raise
     workers.finish(team, args.out, log=lambda line: print(line, file=sys.stderr))  # rank 0 merges all logs
     if result.status != "already complete" and team.main:
         print(f"wrote {result.out}")

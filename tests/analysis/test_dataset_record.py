@@ -171,3 +171,45 @@ def test_several_steps_and_the_stratified_sample(run_dir, tmp_path, one_thread):
     assert two.hidden is not None and len(two.hidden_rows) >= 30
     with pytest.raises(ValueError, match="step 5 has no weights"):
         record_dataset(RunSource(run_dir), [corpus], tmp_path / "ds2", RecordConfig(steps=[5]))
+
+
+@pytest.mark.slow
+def test_hugging_face_source_records_at_step_none(tmp_path, one_thread):
+    pytest.importorskip("transformers", reason="the HF adapter needs the optional extra: pip install .[hf]")
+    from analysis.sources import HFSource
+    from tests.hf_fixtures import save_tiny_hf_model
+
+    source = HFSource(save_tiny_hf_model(tmp_path / "olmoe", "olmoe"), device="cpu")
+    corpus = write_corpus(tmp_path / "c.jsonl", n_docs=6, reps=1)
+    record_dataset(source, [corpus], tmp_path / "ds", RecordConfig(batch_tokens=60, shard_tokens=120))
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.steps == [None] and all("/step=none/" in str(p) for p in ds.files("routing"))
+    assert ds.manifest["source"]["kind"] == "hf" and len(ds.shards) > 1
+    docs = [(str(d.doc_index), d.label, d.text) for d in iter_docs(list_inputs([corpus]))]
+    ref = source.record(docs)
+    trace = ds.to_trace(step=None)
+    assert trace.n_tokens == ref.n_tokens and np.array_equal(trace.experts_array(), ref.experts_array())
+
+
+def test_ctrl_c_keeps_finished_shards_listed(run_dir, tmp_path, one_thread):
+    corpus = write_corpus(tmp_path / "c.jsonl", n_docs=12)
+    config = RecordConfig(batch_tokens=100, shard_tokens=200)
+    source = RunSource(run_dir)
+    calls = []
+
+    class Interrupted:  # the source, with Ctrl-C arriving during its 4th model call
+        def __getattr__(self, name):
+            return getattr(source, name)
+
+        def record(self, docs, step=None):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            return source.record(docs, step)
+
+    with pytest.raises(KeyboardInterrupt):
+        record_dataset(Interrupted(), [corpus], tmp_path / "ds", config)
+    ds = open_dataset(tmp_path / "ds")  # the manifest lists the shards finished before the interrupt
+    assert 1 <= len(ds.shards) < 12 and not ds.complete
+    result = record_dataset(source, [corpus], tmp_path / "ds", config, resume=True)
+    assert result.shards_skipped == len(ds.shards) and open_dataset(tmp_path / "ds").complete
