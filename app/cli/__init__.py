@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("app.cli.report", "write a self-contained HTML routing report"),
     "app": ("app.cli.app", "open the Streamlit app"),
     "import": ("app.cli.import_trace", "import routing traces of Megatron-LM, vLLM or SGLang into a dataset"),
+    "ablate": ("app.cli.ablate", "remove experts and print the change of next-token loss per domain"),
 }
 
 
