@@ -188,7 +188,7 @@ class AblationRunner:
         if model.config.moe.capacity_factor > 0 and any((rows < 0).any() for rows in data.batches):
             raise ValueError("padded batches need per-token routing: tokenize with pad=False under a capacity limit")
         # per batch (B, S) ids; padding gets token 0 (it is never scored, and comes after every real token)
-        self._ids = [ids[torch.as_tensor(rows).clamp_min(0)].to(self.device) for rows in data.batches]
+        self.ids = [ids[torch.as_tensor(rows).clamp_min(0)].to(self.device) for rows in data.batches]
         self._cache: list[dict[int, torch.Tensor]] = []  # per batch: block -> (B, S, D) residual input
         self.base = self._run(None, progress)  # (N,) baseline nats
 
@@ -200,7 +200,7 @@ class AblationRunner:
             model.eval()
             try:
                 done = 0
-                for i, (rows_BS, ids_BS) in enumerate(zip(self.data.batches, self._ids)):
+                for i, (rows_BS, ids_BS) in enumerate(zip(self.data.batches, self.ids)):
                     if ablation is None:
                         logits_BSV = self._capture(ids_BS)
                     else:
