@@ -6,7 +6,7 @@ import streamlit as st
 
 from analysis.causal.ablation import Ablation
 from analysis.causal.compare import effect_sentence
-from analysis.figures import profile as profile_figures
+from analysis import figures
 from app import causal_cache, session
 
 
@@ -20,7 +20,7 @@ def expert_effect(source, step: int | None, layer: int, expert: int) -> None:
     with st.spinner(f"Removing E{expert} at layer {layer} and re-running the eval documents…"):
         domains = causal_cache.ablation_domains(source, step, Ablation(layer, "reroute", expert))
     sentence = effect_sentence(layer, expert, domains, "reroute")
-    st.markdown(profile_figures.summary_html(sentence), unsafe_allow_html=True)
+    st.markdown(figures.profile.summary_html(sentence), unsafe_allow_html=True)
     st.caption(
         "Δ loss = next-token loss with the expert removed − without, in nats per scored token (every token "
         "of a window but its first), averaged over each domain's tokens; 95% CI from resampling documents. "

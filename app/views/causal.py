@@ -4,8 +4,7 @@ so a user sees where "specialised" (chosen often for a domain) and "needed" (the
 import streamlit as st
 
 from analysis import specialization
-from analysis.causal import compare
-from analysis.causal import figures as causal_figures
+from analysis.causal import charts, compare
 from analysis.causal.ablation import sweep_ablations
 from app import cache, causal_cache, downloads, session
 
@@ -45,7 +44,7 @@ joined = compare.specialization_vs_ablation(spec, table)
 st.subheader("Specialization vs Δ loss")
 st.caption("One point per (layer, expert, domain). Right = the domain's tokens choose the expert more often than "
            "uniform; up = the domain's loss rises when it is removed. Symbols: layers.")  # fmt: skip
-st.plotly_chart(causal_figures.specialization_scatter(joined), key="ca_scatter", config=config)
+st.plotly_chart(charts.specialization_scatter(joined), key="ca_scatter", config=config)
 downloads.download_csv(joined, f"specialization_vs_ablation_step{step}_{mode}.csv", key="ca_dl_joined")
 
 st.subheader("Do the domain experts matter for their domain?")

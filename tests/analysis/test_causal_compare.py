@@ -2,13 +2,13 @@
 
 import pandas as pd
 
+from analysis.causal.charts import specialization_scatter
 from analysis.causal.compare import (
     agreement_sentence,
     disagreements,
     effect_sentence,
     specialization_vs_ablation,
 )
-from analysis.causal.figures import specialization_scatter
 
 XSS = "<script>x</script>"
 
