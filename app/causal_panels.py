@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis import figures
 from analysis.causal.ablation import Ablation
 from analysis.causal.compare import effect_sentence
-from analysis import figures
 from app import causal_cache, session
 
 
