@@ -26,6 +26,12 @@ class CausalTarget:
     def n_experts(self) -> int:
         return self.model.config.moe.n_experts
 
+    def token_text(self, token_id: int) -> str:
+        """What a vocabulary entry stands for, as text (invalid UTF-8 bytes replaced)."""
+        from moe_core.tokenizer import token_bytes
+
+        return token_bytes(self.tokenizer, token_id).decode("utf-8", "replace")
+
     def tokens(self, docs: Sequence[Any], batch_tokens: int = BATCH_TOKENS) -> EvalTokens:
         """Documents (texts, `Doc`s or (doc_id, label, text) tuples) as tokens and windows; padded batches
         unless a capacity limit makes routing depend on the batch."""
