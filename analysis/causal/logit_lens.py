@@ -103,8 +103,10 @@ def expert_logit_lens(
                     count_E += torch.bincount(expert_T.cpu(), minlength=E + 1)
                     pick = want[token_rows]
                     if pick.any():
-                        token_parts.append(_token_table(change_TV[torch.as_tensor(pick)], token_rows[pick], layer, rank,
-                                                        expert_T.cpu()[torch.as_tensor(pick)], w_TK, pick, E, top_n))  # fmt: skip
+                        sel = torch.as_tensor(pick)
+                        part = _token_table(change_TV[sel], token_rows[pick], layer, rank, expert_T.cpu()[sel],
+                                            w_TK, pick, top_n)  # fmt: skip
+                        token_parts.append(part)
         finally:
             for h in hooks:
                 h.remove()
@@ -119,7 +121,7 @@ def _shared_last(col: pd.Series) -> pd.Series:
     return col.where(col != SHARED, 10**9) if col.name == "rank" else col
 
 
-def _token_table(change_NV, token_rows, layer, rank, expert_N, w_TK, pick, E, top_n) -> pd.DataFrame:
+def _token_table(change_NV, token_rows, layer, rank, expert_N, w_TK, pick, top_n) -> pd.DataFrame:
     direction, n, ids, vals = _top_rows(change_NV, top_n)
     reps = 2 * top_n
     if rank == SHARED:
