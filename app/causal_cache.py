@@ -12,6 +12,7 @@ import streamlit as st
 
 from analysis import sources
 from analysis.causal.ablation import Ablation, ablation_result
+from app import cache
 
 
 def unavailable(source: sources.ModelSource, step: int | None) -> str | None:
@@ -59,3 +60,19 @@ def sweep_table(
         if progress is not None:
             progress(i + 1, len(ablations))
     return pd.concat(frames, ignore_index=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _what_if(path: str, step: int | None, docs_key: str, override_key: str, _source, _docs, _overrides):
+    from analysis.causal.what_if import what_if
+
+    target = _source.causal_model(step)
+    return what_if(target.model, target.tokens(list(_docs)), _overrides)
+
+
+def what_if_table(source: sources.ModelSource, step: int | None, docs: list, overrides: dict) -> pd.DataFrame:
+    """`analysis.causal.what_if.what_if` of (doc_id, label, text) docs, cached by the texts and the overrides."""
+    docs_t = tuple(tuple(d) for d in docs)
+    return _what_if(
+        source.path, step, cache.docs_key(docs_t), repr(sorted(overrides.items())), source, docs_t, overrides
+    )

@@ -127,3 +127,18 @@ def what_if_summary(table: pd.DataFrame) -> pd.DataFrame:
     out["n_scored"] = scored.size().reindex(out["layer"]).fillna(0).astype(int).to_numpy()
     out["mean_delta_loss"] = scored.mean().reindex(out["layer"]).to_numpy()
     return out
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`what_if` rows for reading: 'E3 0.62 · E5 0.38' before and after, and the loss columns."""
+
+    def fmt(experts, weights) -> str:
+        return " · ".join(f"E{e} {w:.2f}" for e, w in zip(experts, weights))
+
+    cols = [c for c in ("token_row", "doc_id", "position", "token_text", "layer") if c in table]
+    out = table[cols].copy()
+    out["before"] = [fmt(e, w) for e, w in zip(table["experts_before"], table["weights_before"])]
+    out["after"] = [fmt(e, w) for e, w in zip(table["experts_after"], table["weights_after"])]
+    out["changed"] = table["changed"]
+    out[["loss_before", "loss_after", "delta_loss"]] = table[["loss_before", "loss_after", "delta_loss"]]
+    return out
