@@ -76,3 +76,20 @@ def what_if_table(source: sources.ModelSource, step: int | None, docs: list, ove
     return _what_if(
         source.path, step, cache.docs_key(docs_t), repr(sorted(overrides.items())), source, docs_t, overrides
     )
+
+
+LENS_DOC_STRIDE = 4  # the logit lens runs on every 4th eval document (16 of the shipped 64, all domains)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _lens(path: str, step: int | None, layer: int, _source) -> pd.DataFrame:
+    from analysis.causal.logit_lens import expert_logit_lens
+
+    target = _source.causal_model(step)
+    docs = _source.eval_docs()[::LENS_DOC_STRIDE]
+    return expert_logit_lens(target.model, target.tokens(docs), layer, token_text=target.token_text).per_expert
+
+
+def lens_table(source: sources.ModelSource, step: int | None, layer: int) -> pd.DataFrame:
+    """`expert_logit_lens(...).per_expert` of `layer` on every LENS_DOC_STRIDE-th eval document."""
+    return _lens(source.path, step, layer, source)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from analysis.causal.ablation import AblationRunner, intervention, sweep, sweep_ablations, token_losses
+from analysis.recording.pipeline import window_batches
 from analysis.sources import RunSource
 from moe_core.paths import default_run_path
 
@@ -63,6 +64,12 @@ def main() -> None:
           f"{len(ablations)} ablations ({target.n_layers} layers x {target.n_experts} experts + 2 references "
           "per layer), "
           f"torch threads {args.threads}")  # fmt: skip
+    lengths = runner.data.tokens.groupby("doc_id", sort=False).size().tolist()
+    unpadded = len(window_batches(lengths, target.model.config.block_size, runner.data.batches[0].shape[0]))
+    print(
+        f"forwards per pass: {len(runner.data.batches)} padded batches "
+        f"(the recorder's equal-length batches: {unpadded})"
+    )
     print(f"baseline forward (caching block inputs): {t_base:.1f} s")
     print(f"sweep, cached (ours, incl. baseline):    {t_sweep:.1f} s  ({t_cached_each:.2f} s per ablation)")
     each = f"{t_naive_each:.2f} s per ablation"
