@@ -6,8 +6,9 @@
 Ours (`analysis.causal.ablation`): one baseline forward that keeps the residual stream entering each MoE
 block, then per ablation only the blocks from the ablated layer up (+ final norm, unembedding, loss).
 Baseline: the naive way, a full forward of every batch per ablation. The naive time is measured on
-`--naive-ablations` of the ablations (spread over the layers) and scaled to the whole sweep, both measured
-in this one run; both compute the same losses (checked on those ablations). Prints seconds and the ratio.
+`--naive-ablations` of the ablations (spread over the layers), each timed right after the cached way on the
+same ablation (interleaved, so drifting machine load hits both alike); both give the same losses (checked).
+Prints the full sweep's seconds and the per-ablation ratio.
 """
 
 from __future__ import annotations
@@ -18,17 +19,28 @@ import time
 import numpy as np
 import torch
 
-from analysis.causal.ablation import AblationRunner, intervention, sweep, sweep_ablations, token_losses
-from analysis.recording.pipeline import window_batches
+from analysis.causal.ablation import (
+    AblationRunner,
+    EvalTokens,
+    intervention,
+    sweep,
+    sweep_ablations,
+    token_losses,
+    tokenize_docs,
+)
 from analysis.sources import RunSource
 from moe_core.paths import default_run_path
 
 
-def naive_losses(runner: AblationRunner, ablation) -> np.ndarray:
-    """The same losses by a full forward of every batch (what the cache saves)."""
+def naive_losses(runner: AblationRunner, ablation, data: EvalTokens | None = None) -> np.ndarray:
+    """The same losses by a full forward of every batch (what the cache saves), of `data`'s batches (default:
+    the runner's padded ones)."""
     model, out = runner.model, np.full(runner.n, np.nan)
+    data = data or runner.data
+    ids = torch.as_tensor(data.tokens["token_id"].to_numpy(np.int64, copy=True))
     with torch.inference_mode(), intervention(model, ablation):
-        for rows_BS, ids_BS in zip(runner.data.batches, runner.ids):
+        for rows_BS in data.batches:
+            ids_BS = ids[torch.as_tensor(rows_BS).clamp_min(0)]
             real = rows_BS >= 0
             out[rows_BS[real]] = token_losses(model(ids_BS).logits, ids_BS).numpy()[real]
     return out
@@ -50,31 +62,33 @@ def main() -> None:
     table = sweep(runner, ablations, n_boot=1000)
     t_sweep = time.perf_counter() - t0
     picks = [ablations[i] for i in np.linspace(0, len(ablations) - 1, args.naive_ablations).astype(int)]
-    t1 = time.perf_counter()
-    for ab in picks:
+    unpadded = tokenize_docs(target.tokenizer, docs, target.model.config.block_size, pad=False)
+    t_cached = t_naive = t_unpadded = 0.0
+    for ab in picks:  # interleaved, so a change of machine load hits all three alike
+        t1 = time.perf_counter()
+        cached = runner.losses(ab)
+        t2 = time.perf_counter()
         naive = naive_losses(runner, ab)
-        np.testing.assert_allclose(naive, runner.losses(ab), rtol=1e-4, atol=1e-5, equal_nan=True)
-    t_naive_each = (time.perf_counter() - t1) / len(picks)
-    t_cached_each = (t_sweep - t_base) / len(ablations)
-    # (the check above also re-ran each pick the cached way: subtract that share)
-    t_naive_each -= t_cached_each
+        t3 = time.perf_counter()
+        naive_unpadded = naive_losses(runner, ab, unpadded)
+        t4 = time.perf_counter()
+        np.testing.assert_allclose(naive, cached, rtol=1e-4, atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(naive_unpadded, cached, rtol=1e-4, atol=1e-5, equal_nan=True)
+        t_cached, t_naive, t_unpadded = t_cached + t2 - t1, t_naive + t3 - t2, t_unpadded + t4 - t3
     n_tokens = int(table.loc[table["label"] == "all", "n_tokens"].iloc[0])
-    naive_total = t_base + len(ablations) * t_naive_each
     print(f"run {target.name} step {target.step}: {len(docs)} eval docs, {n_tokens:,} scored tokens, "
           f"{len(ablations)} ablations ({target.n_layers} layers x {target.n_experts} experts + 2 references "
           "per layer), "
           f"torch threads {args.threads}")  # fmt: skip
-    lengths = runner.data.tokens.groupby("doc_id", sort=False).size().tolist()
-    unpadded = len(window_batches(lengths, target.model.config.block_size, runner.data.batches[0].shape[0]))
-    print(
-        f"forwards per pass: {len(runner.data.batches)} padded batches "
-        f"(the recorder's equal-length batches: {unpadded})"
-    )
+    print(f"forwards per pass: {len(runner.data.batches)} padded batches, {len(unpadded.batches)} of the "
+          "recorder's equal-length windows")  # fmt: skip
     print(f"baseline forward (caching block inputs): {t_base:.1f} s")
-    print(f"sweep, cached (ours, incl. baseline):    {t_sweep:.1f} s  ({t_cached_each:.2f} s per ablation)")
-    each = f"{t_naive_each:.2f} s per ablation"
-    print(f"sweep, naive full forwards (estimated from {len(picks)}): {naive_total:.1f} s  ({each})")
-    print(f"ratio naive / ours: {naive_total / t_sweep:.2f}x")
+    print(f"full sweep, cached (ours, incl. baseline and bootstrap): {t_sweep:.1f} s")
+    n = len(picks)
+    print(f"interleaved on {n} ablations, s per ablation: cached {t_cached / n:.2f}, full forward "
+          f"{t_naive / n:.2f}, full forward in the recorder's batches {t_unpadded / n:.2f}")  # fmt: skip
+    print(f"ratio full forward / ours: {t_naive / t_cached:.2f}x; recorder's batches / ours: "
+          f"{t_unpadded / t_cached:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The causal views in a real browser (Playwright + Debian chromium, the tiny run): the Causal check page runs
-its sweep and draws the scatter, the expert profile states what removing the expert does, and the what-if
+its sweep and draws the scatter, the expert profile states what removing the expert does and shows its logit
+lens, and the what-if
 controls under Token routing re-run the text with a forced expert."""
 
 from __future__ import annotations
@@ -38,11 +39,16 @@ def test_causal_page_sweep_scatter_and_expert_profile(server, tmp_path):
         assert page.get_by_role("button", name="Download every ablation (CSV)").count() == 1
         page.screenshot(path=str(tmp_path / "causal.png"), full_page=True)
 
-        page.goto(server + "/expert?layer=1&expert=2")
+        page.goto(server + "/expert?layer=1&expert=3")
         settle(page, timeout=120_000)
         no_exception(page)
-        summary = page.locator(".moe-profile-summary", has_text="Removing E2 at layer 1")
+        summary = page.locator(".moe-profile-summary", has_text="Removing E3 at layer 1")
         assert summary.count() == 1 and "over all 6 documents" in summary.inner_text()
+        page.get_by_text("Logit lens: the next tokens its output promotes and suppresses").click()
+        settle(page, timeout=120_000)
+        no_exception(page)
+        assert page.get_by_text("Suppresses", exact=True).count() == 1
+        page.screenshot(path=str(tmp_path / "expert.png"), full_page=True)
         browser.close()
 
 
