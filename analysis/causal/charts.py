@@ -56,6 +56,7 @@ def specialization_scatter(table: pd.DataFrame) -> go.Figure:
     fig.update_layout(
         xaxis_title="specialization: share of the domain's tokens routed to the expert ÷ uniform K/E (×)",
         yaxis_title="Δ loss on the domain when removed (nats/token)",
+        yaxis_tickformat="+.3~g",  # plain decimals (not SI prefixes: "600µ" nats reads badly)
         legend_title_text="domain",
         height=520,
         margin=dict(t=40, b=50),

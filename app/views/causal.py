@@ -26,11 +26,13 @@ mode = st.radio("Remove an expert by", list(modes), format_func=modes.get, horiz
 ablations = sweep_ablations(L, E, mode)
 done = st.session_state.setdefault("ca_done", set())
 if (source.path, step, mode) not in done:
-    st.info(f"{len(ablations)} ablations ({L} layers × {E} experts, plus 2 references per layer) on "
-            f"{len(trace.texts)} eval documents; computed once, then cached for every session.")  # fmt: skip
-    if not st.button("Run the sweep", key="ca_run", type="primary"):
+    slot = st.container()  # the offer disappears once the sweep runs
+    slot.info(f"{len(ablations)} ablations ({L} layers × {E} experts, plus 2 references per layer) on "
+              f"{len(trace.texts)} eval documents; computed once, then cached for every session.")  # fmt: skip
+    if not slot.button("Run the sweep", key="ca_run", type="primary"):
         st.stop()
     done.add((source.path, step, mode))
+    st.rerun()
 bar = st.progress(0.0, text="Removing experts…")
 table = causal_cache.sweep_table(source, step, ablations, lambda i, n: bar.progress(i / n, text=f"Ablation {i} of {n}"))
 bar.empty()
@@ -43,7 +45,8 @@ spec = specialization.domain_specialization(trace.experts_array(), trace.tokens,
 joined = compare.specialization_vs_ablation(spec, table)
 st.subheader("Specialization vs Δ loss")
 st.caption("One point per (layer, expert, domain). Right = the domain's tokens choose the expert more often than "
-           "uniform; up = the domain's loss rises when it is removed. Symbols: layers.")  # fmt: skip
+           "uniform; up = the domain's loss rises when it is removed. Symbols: "
+           + ", ".join(f"{charts.SYMBOLS[i % len(charts.SYMBOLS)]} = layer {i}" for i in range(L)) + ".")  # fmt: skip
 st.plotly_chart(charts.specialization_scatter(joined), key="ca_scatter", config=config)
 downloads.download_csv(joined, f"specialization_vs_ablation_step{step}_{mode}.csv", key="ca_dl_joined")
 
