@@ -33,7 +33,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from analysis.causal.ablation import Ablation, sweep
+    from analysis.causal.ablation import BATCH_TOKENS, Ablation, sweep
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in (".csv", ".parquet"):
@@ -57,7 +57,8 @@ def run_ablate(args: argparse.Namespace) -> int:
     if args.references:
         ablations += [Ablation(layer, ref) for layer in layers for ref in ("layer", "shared")]
     start = time.perf_counter()
-    runner = target.runner(docs)
+    batch_tokens = BATCH_TOKENS if args.batch_size is None else args.batch_size * target.model.config.block_size
+    runner = target.runner(docs, batch_tokens=batch_tokens)
     table = sweep(
         runner, ablations, n_boot=args.n_boot, progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr)
     )

@@ -62,14 +62,19 @@ def test_ablate_one_expert_matches_the_library(tiny_run, tmp_path, capsys):
 
 def test_ablate_all_experts_with_references_to_parquet(tiny_run, tmp_path, capsys):
     root, _, _ = tiny_run
-    out = tmp_path / "abl.parquet"
     argv = ["ablate", "--run", str(root), "--layer", "all", "--all-experts", "--references", "--mode", "zero"]
-    rc, stdout, err = run_cli([*argv, "--text", "for i in range(3): print(i)", "--out", str(out)], capsys)
-    assert rc == 0, err
-    table = pd.read_parquet(out)
+    argv += ["--text", "for i in range(3): print(i)"]
+    tables = []
+    for extra in ([], ["--batch-size", "1"]):  # one window per forward gives the same numbers
+        out = tmp_path / f"abl{len(extra)}.parquet"
+        rc, stdout, err = run_cli([*argv, *extra, "--out", str(out)], capsys)
+        assert rc == 0, err
+        tables.append(pd.read_parquet(out))
+    table = tables[0]
     assert len(table) == 2 * (4 + 2) * 2  # layers x (experts + 2 references) x (label "text" + "all")
     assert set(table["mode"]) == {"zero", "layer", "shared"}
     assert "layer 0: shared expert" in stdout
+    np.testing.assert_allclose(tables[1]["delta"], table["delta"], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(
