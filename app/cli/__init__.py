@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "route": ("app.cli.route", "route text through a model and print/save its routing trace"),
     "report": ("app.cli.report", "write a self-contained HTML routing report"),
     "app": ("app.cli.app", "open the Streamlit app"),
+    "stats": ("app.cli.stats", "per-layer routing statistics of a routing dataset (out of core, DuckDB)"),
 }
 
 
