@@ -76,10 +76,12 @@ class DatasetQueries:
         self.root = Path(root)
         self.config = config
         self.manifest = manifest if manifest is not None else layout.read_manifest(self.root)
+        layout.check_files(self.root, self.manifest)  # a listed file missing or of another size: one-line error
         self._con = None
 
     def refresh(self) -> None:
         self.manifest = layout.read_manifest(self.root)
+        layout.check_files(self.root, self.manifest)
 
     @property
     def con(self):

@@ -4,14 +4,12 @@ labelled documents, repeated token ids, two steps of the same tokens) and a writ
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from analysis.dataset import layout
+from analysis.dataset.writer import DatasetWriter, ShardBuilder
 from analysis.trace import RoutingTrace, build_trace
 
 LABELS = ("code", "prose", "math")
@@ -74,62 +72,28 @@ def make_trace(
     )
 
 
-def _write(root: Path, rel: str, table: pa.Table, files: dict) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    files[rel] = {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": layout.sha256_file(path)}
-
-
 def write_dataset(root: Path, traces: dict[int | None, RoutingTrace], shards: int = 2) -> Path:
-    """Write `traces` (step -> trace of the SAME documents) as a dataset of `shards` shards of documents."""
-    root = Path(root)
+    """Write `traces` (step -> trace of the SAME documents) with the dataset writer, as `shards` shards of
+    documents (doc_index = order of appearance)."""
     first = next(iter(traces.values()))
     doc_order = list(dict.fromkeys(first.tokens["doc_id"].tolist()))
-    doc_index = {d: i for i, d in enumerate(doc_order)}
-    tok = first.tokens
-    di = tok["doc_id"].map(doc_index).to_numpy(np.int64)
-    L, K = first.n_layers, first.top_k
-    manifest = layout.new_manifest(
-        {"name": "tiny", "kind": "run", "path": "tiny"},
-        steps=list(traces),
-        meta={"n_layers": L, "n_experts": first.n_experts, "top_k": K, "layer_blocks": list(range(L)), "config": None},
-    )
-    for s, doc_part in enumerate(np.array_split(np.arange(len(doc_order)), shards)):
-        sid = layout.shard_id(0, s)
-        rows = np.flatnonzero(np.isin(di, doc_part))
-        files: dict = {}
-        docs = {
-            "doc_index": pa.array(doc_part, pa.int64()),
-            "doc_id": [doc_order[i] for i in doc_part],
-            "label": [str(tok["label"].to_numpy()[di == i][0]) for i in doc_part],
-            "text": [first.texts[doc_order[i]] for i in doc_part],
-            "n_tokens": pa.array([int((di == i).sum()) for i in doc_part], pa.int32()),
-        }
-        _write(root, layout.table_path("docs", sid), pa.table(docs, schema=layout.DOCS_SCHEMA), files)
-        t = tok.iloc[rows]
-        tokens = {"doc_index": di[rows], **{c: t[c].to_numpy() for c in layout.TOKENS_SCHEMA.names[1:]}}
-        _write(root, layout.table_path("tokens", sid), pa.table(tokens, schema=layout.TOKENS_SCHEMA), files)
-        for step, trace in traces.items():
-            r = trace.routing
-            for layer in range(L):
-                sel = r[(r["layer"] == layer) & np.isin(r["token_row"].to_numpy(), rows)]
-                tr = sel["token_row"].to_numpy()
-                cols = {"doc_index": di[tr], "position": tok["position"].to_numpy()[tr]}
-                cols.update({c: sel[c].to_numpy() for c in layout.ROUTING_SCHEMA.names[2:]})
-                rel = layout.table_path("routing", sid, step, layer)
-                _write(root, rel, pa.table(cols, schema=layout.ROUTING_SCHEMA), files)
-                tl = trace.token_layer
-                sel = tl[(tl["layer"] == layer) & np.isin(tl["token_row"].to_numpy(), rows)]
-                tr = sel["token_row"].to_numpy()
-                cols = {"doc_index": di[tr], "position": tok["position"].to_numpy()[tr]}
-                cols.update({c: sel[c].to_numpy() for c in ("shared_share", "entropy")})
-                rel = layout.table_path("token_layer", sid, step, layer)
-                _write(root, rel, pa.table(cols, schema=layout.TOKEN_LAYER_SCHEMA), files)
-        manifest["shards"].append(
-            {"id": sid, "worker": 0, "files": files, "docs": len(doc_part), "tokens": len(rows),
-             "doc_start": int(doc_part[0]), "doc_end": int(doc_part[-1]) + 1}
-        )  # fmt: skip
-    manifest["complete"] = True
-    (root / layout.MANIFEST).write_text(json.dumps(manifest))
-    return root
+    index_of = {d: i for i, d in enumerate(doc_order)}
+    writer = DatasetWriter(root, {"name": "tiny", "kind": "run", "path": None}, steps=list(traces))
+    for s, part in enumerate(np.array_split(np.arange(len(doc_order)), shards)):
+        ids = [doc_order[i] for i in part]
+        builder = ShardBuilder(list(traces), max_hidden=4)
+        sub = first.select_docs(ids)
+        builder.add_docs(
+            [int(i) for i in part],
+            ids,
+            [str(sub.tokens["label"][sub.tokens["doc_id"] == d].iloc[0]) for d in ids],
+            [first.texts[d] for d in ids],
+            [int((sub.tokens["doc_id"] == d).sum()) for d in ids],
+        )
+        for k, (step, trace) in enumerate(traces.items()):
+            sub = trace.select_docs(ids)
+            doc_index = sub.tokens["doc_id"].map(index_of).to_numpy(np.int64)
+            builder.add_trace(sub, step, with_tokens=k == 0, doc_index=doc_index)
+        writer.write_shard(layout.shard_id(0, s), builder.build(), builder.meta)
+    writer.finalize(complete=True)
+    return Path(root)
