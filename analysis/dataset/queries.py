@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ class DatasetQueries:
         self.manifest = manifest if manifest is not None else layout.read_manifest(self.root)
         layout.check_files(self.root, self.manifest)  # a listed file missing or of another size: one-line error
         self._con = None
+        self._lock = threading.Lock()  # one query at a time on the connection (app sessions share it)
 
     def refresh(self) -> None:
         self.manifest = layout.read_manifest(self.root)
@@ -141,7 +143,8 @@ class DatasetQueries:
         return f"read_parquet({files})"
 
     def query(self, sql: str) -> pd.DataFrame:
-        return self.con.execute(sql).df()
+        with self._lock:
+            return self.con.execute(sql).df()
 
     def _dense(self, frame: pd.DataFrame, index: Sequence[str], shape: tuple[int, ...], value: str = "n"):
         """Scatter a long count table into a dense int64 array of `shape` (absent cells 0)."""
@@ -156,6 +159,11 @@ class DatasetQueries:
         """(L, E) int64 `metrics.expert_load`: tokens whose top-k at layer l contains expert i."""
         frame = self.query(f"SELECT layer, expert, count(*) AS n FROM {self.scan('routing', step)} GROUP BY ALL")
         return self._dense(frame, ("layer", "expert"), (self.n_layers, self.n_experts))
+
+    def top1_load(self, step: int | None) -> np.ndarray:
+        """(L, E) int64: tokens whose top-1 (rank 0) at layer l is expert i."""
+        sql = f"SELECT layer, expert, count(*) AS n FROM {self.scan('routing', step)} WHERE rank = 0 GROUP BY ALL"
+        return self._dense(self.query(sql), ("layer", "expert"), (self.n_layers, self.n_experts))
 
     def n_tokens(self, step: int | None) -> int:
         """Tokens routed at `step` (those of layer 0)."""
@@ -203,6 +211,31 @@ class DatasetQueries:
             if n_tokens is None:
                 n_tokens = int(np.trace(counts[i])) // self.top_k  # the diagonal sums to T * K
         return metrics.coactivation_from_counts(counts, n_tokens or 0)
+
+    def cross_layer_flow(self, step: int | None) -> np.ndarray:
+        """(L-1, E, E) `metrics.cross_layer_flow` (mode "top1"): tokens going from top-1 expert i at layer l to
+        top-1 expert j at layer l+1. One join of two layers' rank-0 rows per transition."""
+        L, E = self.n_layers, self.n_experts
+        flow = np.zeros((max(L - 1, 0), E, E), np.int64)
+        for l in range(L - 1):
+            a, b = (f"(SELECT doc_index, position, expert FROM {self.scan('routing', step, x)} WHERE rank = 0)"
+                    for x in (l, l + 1))  # fmt: skip
+            frame = self.query(
+                f"SELECT a.expert AS i, b.expert AS j, count(*) AS n FROM {a} a JOIN {b} b "
+                "ON a.doc_index = b.doc_index AND a.position = b.position GROUP BY ALL"
+            )
+            flow[l] = self._dense(frame, ("i", "j"), (E, E))
+        return flow
+
+    def top1_token_counts(self, step: int | None, layer: int, n: int = 8) -> pd.DataFrame:
+        """expert, token_text, n: per expert at `layer`, its `n` most frequent top-1 token texts (ties by text)."""
+        return self.query(
+            f"SELECT expert, token_text, n FROM (SELECT r.expert, t.token_text, count(*) AS n, row_number() OVER "
+            "(PARTITION BY r.expert ORDER BY count(*) DESC, t.token_text) AS k "
+            f"FROM (SELECT doc_index, position, expert FROM {self.scan('routing', step, layer)} WHERE rank = 0) r "
+            f"JOIN (SELECT doc_index, position, token_text FROM {self.scan('tokens')}) t USING (doc_index, position) "
+            f"GROUP BY r.expert, t.token_text) WHERE k <= {int(n)} ORDER BY expert, n DESC, token_text"
+        )
 
     # --- domains and tokens ------------------------------------------------------------------------------
 

@@ -121,3 +121,17 @@ def test_reads_only_listed_files(tiny, tmp_path):
         stray.unlink()
     with pytest.raises(layout.DatasetError, match="no routing files at step 300"):
         q.load(300)
+
+
+def test_flow_and_top1_equal_in_memory(tiny):
+    q, traces = tiny
+    e = traces[100].experts_array()
+    np.testing.assert_array_equal(q.cross_layer_flow(100), metrics.cross_layer_flow(e, 6))
+    top1 = q.top1_load(100)
+    np.testing.assert_array_equal(top1, np.stack([np.bincount(e[:, l, 0], minlength=6) for l in range(3)]))
+    counts = q.top1_token_counts(100, layer=1, n=2)
+    assert counts.groupby("expert").size().max() <= 2
+    first = counts.iloc[0]
+    tok = traces[100].tokens
+    mine = tok["token_text"][e[:, 1, 0] == first["expert"]].value_counts()
+    assert first["n"] == mine.max()
