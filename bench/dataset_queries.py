@@ -138,7 +138,7 @@ def run_suite(root: str, memory_limit: str, threads: int, temp: str) -> dict:
 
     q = DatasetQueries(root, QueryConfig(memory_limit=memory_limit, threads=threads, temp_directory=temp))
     step = q.steps()[-1]
-    times = {}
+    times, peaks = {}, {}
     suite = [
         ("load + summary (incl. consecutive top-1)", lambda: q.summary(step)),
         ("coactivation (all pairs, lift)", lambda: q.coactivation(step)),
@@ -153,9 +153,10 @@ def run_suite(root: str, memory_limit: str, threads: int, temp: str) -> dict:
         t0 = time.perf_counter()
         fn()
         times[name] = time.perf_counter() - t0
+        peaks[name] = peak_rss_mb()  # the peak so far: the query that raises it is the one that needs it
     times["whole suite"] = time.perf_counter() - start
     q.close()
-    return {"times": times, "peak_rss_mb": peak_rss_mb()}
+    return {"times": times, "peak_rss_mb": peak_rss_mb(), "peaks": peaks}
 
 
 def run_baseline(root: str) -> dict:
@@ -223,7 +224,8 @@ def main() -> None:
             print(f"\n{row['rows']:,} routing rows ({n_tokens:,} tokens, {size_mb:,.0f} MB on disk, written in "
                   f"{made:.0f} s)")  # fmt: skip
             for name, sec in ours["times"].items():
-                print(f"  {name:<45} {sec:8.2f} s")
+                peak = ours["peaks"].get(name)
+                print(f"  {name:<45} {sec:8.2f} s" + (f"   peak RSS so far {peak:,.0f} MB" if peak else ""))
             print(f"  peak RSS {ours['peak_rss_mb']:,.0f} MB")
             if base:
                 print(f"  in memory: {base['times']['whole suite']:.2f} s, peak RSS {base['peak_rss_mb']:,.0f} MB")
