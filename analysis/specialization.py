@@ -22,8 +22,9 @@ from analysis.metrics import as_experts, token_column
 
 
 @dataclass(frozen=True)
-class _Docs:
-    """Labelled documents and their routing histograms."""
+class LabelledDocs:
+    """Labelled documents and their routing histograms (from a trace by `_labelled_docs`, or counted by a query
+    over a routing dataset): the input of the `..._of` functions below."""
 
     counts_LNE: np.ndarray  # [l, n, i] routings of doc n's tokens to expert i at layer l (top-k contains i)
     tokens_N: np.ndarray  # tokens per doc
@@ -33,7 +34,7 @@ class _Docs:
     top_k: int
 
 
-def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> _Docs:
+def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> LabelledDocs:
     """Group the labelled tokens by document: (L, N, E) routing counts via one bincount."""
     e_TLK = as_experts(experts)
     T, L, K = e_TLK.shape
@@ -53,10 +54,10 @@ def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_e
     e = e_TLK[keep]  # (T', L, K)
     key = (np.arange(L)[None, :, None] * N + doc_T[:, None, None]) * n_experts + e  # flat (layer, doc, expert)
     counts = np.bincount(key.ravel(), minlength=L * N * n_experts).reshape(L, N, n_experts)
-    return _Docs(counts, np.bincount(doc_T, minlength=N), label_N, labels, doc_ids, K)
+    return LabelledDocs(counts, np.bincount(doc_T, minlength=N), label_N, labels, doc_ids, K)
 
 
-def _ratio(docs: _Docs, W_BND: np.ndarray, n_experts: int) -> np.ndarray:
+def _ratio(docs: LabelledDocs, W_BND: np.ndarray, n_experts: int) -> np.ndarray:
     """(B, L, D, E) ratio = share / (K/E) for B weightings W[b, n, d] of documents into labels."""
     counts = np.einsum("bnd,lne->blde", W_BND, docs.counts_LNE, optimize=True)  # (B, L, D, E)
     n_tok = W_BND.transpose(0, 2, 1) @ docs.tokens_N  # (B, D)
@@ -90,7 +91,11 @@ def domain_specialization(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFra
     ratio[l, d, i] = share / (K / E)      (1 = as often as uniform routing, 0 = never, E/K = always)
     Returns columns: layer, label, expert, count, n_tokens, share, ratio.
     """
-    docs = _labelled_docs(experts, tokens, n_experts)
+    return domain_specialization_of(_labelled_docs(experts, tokens, n_experts), n_experts)
+
+
+def domain_specialization_of(docs: LabelledDocs, n_experts: int) -> pd.DataFrame:
+    """`domain_specialization` of labelled documents' routing counts."""
     L, D = docs.counts_LNE.shape[0], len(docs.labels)
     onehot = _onehot(docs.label_N, D)
     counts = np.einsum("nd,lne->lde", onehot, docs.counts_LNE)  # (L, D, E)
@@ -128,6 +133,18 @@ def specialization_permutation_baseline(
     Per layer: the same for max_{d,i} ratio (the headline "most specialised expert" number).
     """
     docs = _labelled_docs(experts, tokens, n_experts)
+    return permutation_baseline_of(docs, n_experts, n_permutations=n_permutations, quantiles=quantiles, seed=seed)
+
+
+def permutation_baseline_of(
+    docs: LabelledDocs,
+    n_experts: int,
+    *,
+    n_permutations: int = 200,
+    quantiles: tuple[float, float] = (0.05, 0.95),
+    seed: int = 0,
+) -> PermutationBaseline:
+    """`specialization_permutation_baseline` of labelled documents' routing counts."""
     L, N = docs.counts_LNE.shape[:2]
     D = len(docs.labels)
     observed = _ratio(docs, _onehot(docs.label_N, D)[None], n_experts)[0]  # (L, D, E)
@@ -215,16 +232,20 @@ def _mi_compact(e: np.ndarray, x_T: np.ndarray, X: int, n_experts: int) -> np.nd
     mi = np.zeros(L)
     for l in range(L):  # a loop over layers only; each layer is one bincount over all tokens
         c = np.bincount((x_T[:, None] * n_experts + e[:, l, :]).ravel(), minlength=X * n_experts).astype(np.float64)
-        c = c.reshape(X, n_experts)
-        n = c.sum()
-        if n == 0:
-            mi[l] = np.nan
-            continue
-        px, pe = c.sum(axis=1) / n, c.sum(axis=0) / n
-        nz = c > 0
-        pxe = c[nz] / n
-        mi[l] = (pxe * np.log2(pxe / np.outer(px, pe)[nz])).sum()
+        mi[l] = mi_from_counts(c.reshape(X, n_experts))
     return mi
+
+
+def mi_from_counts(c_XE: np.ndarray) -> float:
+    """Plug-in I(expert; X) in bits of one layer's counts c[x, i] (see `mutual_information`); NaN when empty."""
+    c = np.asarray(c_XE, dtype=np.float64)
+    n = c.sum()
+    if n == 0:
+        return np.nan
+    px, pe = c.sum(axis=1) / n, c.sum(axis=0) / n
+    nz = c > 0
+    pxe = c[nz] / n
+    return float((pxe * np.log2(pxe / np.outer(px, pe)[nz])).sum())
 
 
 def _label_codes(tokens: pd.DataFrame, T: int) -> tuple[np.ndarray, list[str]]:
@@ -350,19 +371,22 @@ def token_specialization(
     frames = []
     for l in range(L):  # loop over layers only
         c = np.bincount((x_T[:, None] * n_experts + e[:, l, :]).ravel(), minlength=X * n_experts)
-        c = c.reshape(X, n_experts)[frequent]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": l,
-                    "token_id": uniq[frequent],
-                    "count": count_X[frequent],
-                    "top_expert": c.argmax(axis=1),
-                    "share": c.max(axis=1) / count_X[frequent],
-                }
-            )
-        )
+        frames.append(token_shares(l, uniq[frequent], count_X[frequent], c.reshape(X, n_experts)[frequent]))
     return pd.concat(frames, ignore_index=True)
+
+
+def token_shares(layer: int, token_ids: np.ndarray, count_X: np.ndarray, c_XE: np.ndarray) -> pd.DataFrame:
+    """One layer's rows of `token_specialization` from the counts c[x, i] of each id's routings to each expert
+    and the id's occurrences count[x] (ties of the argmax go to the lowest expert index)."""
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "token_id": token_ids,
+            "count": count_X,
+            "top_expert": c_XE.argmax(axis=1),
+            "share": c_XE.max(axis=1) / count_X,
+        }
+    )
 
 
 def token_specialization_summary(per_token: pd.DataFrame, uniform: float | None = None) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 MOE_EXPLORER_RUN       the run given to `moe-explorer app --run` (first in the sidebar)
 MOE_EXPLORER_HF        Hugging Face model folders (os.pathsep-separated; `moe-explorer app --hf`)
+MOE_EXPLORER_DATASET   routing datasets (os.pathsep-separated; `moe-explorer app --dataset`): the app opens on the first
+MOE_EXPLORER_DUCKDB_MEMORY / MOE_EXPLORER_DUCKDB_THREADS   DuckDB's memory limit and threads on a dataset (1GB, 2)
 MOE_EXPLORER_RUNS_DIR  where runs are found and the Train page writes new ones (default ./runs)
 MOE_EXPLORER_HF_DEVICE / MOE_EXPLORER_HF_DTYPE   how a Hugging Face model is loaded (default auto)
 MOE_EXPLORER_TORCH_THREADS   torch threads for our runs' models (default 1)
@@ -20,6 +22,18 @@ def run_path() -> str | None:
 
 def hf_folders() -> tuple[str, ...]:
     return tuple(p for p in os.environ.get("MOE_EXPLORER_HF", "").split(os.pathsep) if p)
+
+
+def datasets() -> tuple[str, ...]:
+    return tuple(p for p in os.environ.get("MOE_EXPLORER_DATASET", "").split(os.pathsep) if p)
+
+
+def duckdb_memory() -> str:
+    return os.environ.get("MOE_EXPLORER_DUCKDB_MEMORY", "1GB")
+
+
+def duckdb_threads() -> int:
+    return int(os.environ.get("MOE_EXPLORER_DUCKDB_THREADS", "2"))
 
 
 def runs_dir() -> Path:

@@ -1,7 +1,7 @@
 """What every model source gives the app: the `ModelSource` protocol, its `Capabilities` and `ModelCard`.
 
 A model source is where routing comes from: one of our run directories (`RunSource`), a local Hugging Face
-folder (`HFSource`), later a recorded routing dataset. A page asks a source what it can give
+folder (`HFSource`), a recorded routing dataset (`DatasetSource`). A page asks a source what it can give
 (`source.capabilities`) and never which kind it is; an absent capability carries a one-line reason the page
 can show.
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from analysis.causal.target import CausalTarget
+    from analysis.sources.aggregates import RoutingAggregates
     from analysis.trace import RoutingTrace
 
 DocTuple = tuple[str, str, str]  # (doc_id, label, text)
@@ -78,7 +79,7 @@ class ModelSource(Protocol):
     """A source of routing. Loads its model(s) lazily and keeps them; safe to share between sessions."""
 
     name: str  # the model's own name (a run's name, a folder name)
-    kind: str  # "run" | "hf": for messages and file names only; never branch on it
+    kind: str  # "run" | "hf" | "dataset": for messages and file names only; never branch on it
     path: str  # absolute path of the folder
 
     @property
@@ -145,6 +146,17 @@ class ModelSource(Protocol):
 
     def projection_cache_dir(self) -> Path | None:
         """Folder for cached PCA/UMAP coordinates; None for no disk cache."""
+        ...
+
+    def aggregates(self, step: int | None) -> RoutingAggregates | None:
+        """Whole-corpus aggregates (load, co-activation, flow, specialization, top tokens) of the source's own
+        routing at `step`: DuckDB counts over a dataset, the metric functions over a stored trace; None when
+        the source has no routing of its own there (the app then aggregates the eval docs it records)."""
+        ...
+
+    def saturation(self) -> pd.DataFrame | None:
+        """`tables.saturation_table`: every stored step's routing against the last step's, on the same tokens;
+        None without two stored steps. ValueError when the steps hold different tokens."""
         ...
 
 

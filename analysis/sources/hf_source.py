@@ -137,5 +137,11 @@ class HFSource:
     def eval_docs(self) -> list[DocTuple]:
         return []
 
+    def aggregates(self, step: int | None) -> None:
+        return None  # no routing of its own: the app aggregates the documents it records
+
+    def saturation(self) -> None:
+        return None
+
     def projection_cache_dir(self) -> Path:
         return Path(self.path) / "projections"  # as for runs; ignored when the folder is read-only

@@ -228,5 +228,18 @@ class RunSource:
     def eval_docs(self) -> list[DocTuple]:
         return [(str(d.doc_id), str(d.label), str(d.text)) for d in self.run.eval_docs()]
 
+    def aggregates(self, step: int | None):
+        """`TraceAggregates` of the stored eval trace at `step`; None when there is none."""
+        from analysis.sources.aggregates import TraceAggregates
+
+        trace = self.stored_trace(step)
+        return None if trace is None else TraceAggregates(trace)
+
+    def saturation(self) -> pd.DataFrame | None:
+        from analysis import tables
+
+        experts = {s: trace.experts_array() for s in self.trace_steps() if (trace := self.stored_trace(s)) is not None}
+        return tables.saturation_table(experts) if experts else None
+
     def projection_cache_dir(self) -> Path:
         return Path(self.path) / "projections"  # precomputed for the shipped run; ignored when read-only

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("app.cli.app", "open the Streamlit app"),
     "import": ("app.cli.import_trace", "import routing traces of Megatron-LM, vLLM or SGLang into a dataset"),
     "ablate": ("app.cli.ablate", "remove experts and print the change of next-token loss per domain"),
+    "stats": ("app.cli.stats", "per-layer routing statistics of a routing dataset (out of core, DuckDB)"),
 }
 
 
