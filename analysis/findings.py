@@ -398,6 +398,30 @@ def markdown(f: Findings) -> str:
     return "\n\n".join(sections)
 
 
+CURVE_STEPS = (100, 200, 500, 1000, 1500, 1800, 1900, 2000)  # the validation points of docs/FINDINGS.md §1
+
+
+def training_markdown(run: Run, steps: tuple[int, ...] = CURVE_STEPS) -> str:
+    """§1's validation curve of `run` (the logged validations at `steps`) and the sentence on its flattening."""
+    by_step = {r["step"]: r for r in run.eval_history()}
+    steps = tuple(s for s in steps if s in by_step)
+    lines = [
+        "| step | " + " | ".join(map(str, steps)) + " |",
+        "|---|" + "---:|" * len(steps),
+        "| val loss | " + " | ".join(f"{by_step[s]['val_loss']:.3f}" for s in steps) + " |",
+        "| val PPL | " + " | ".join(f"{by_step[s]['val_ppl']:.1f}" for s in steps) + " |",
+    ]
+    last, quarter = steps[-1], [s for s in (steps[-1] // 4, steps[-1] // 2, 3 * steps[-1] // 4) if s in by_step]
+    marks = [*quarter, last]
+    loss = {s: by_step[s]["val_loss"] for s in steps}
+    drops = [f"{loss[a] - loss[b]:.2f} over steps {a}→{b}" for a, b in zip(marks, marks[1:])]
+    prev = steps[-2]
+    return "\n".join(lines) + (
+        f"\n\nThe validation loss fell {', '.join(drops)} and "
+        f"{by_step[prev]['val_loss'] - by_step[last]['val_loss']:.3f} over the last {last - prev} steps."
+    )
+
+
 def findings(run: Run, config: FindingsConfig = FindingsConfig()) -> str:
     """The generated Markdown of docs/FINDINGS.md §2 for `run`."""
     return markdown(compute(run, config))

@@ -169,37 +169,67 @@ def _span(v, fmt: str) -> str:
     return lo if lo == hi else f"{lo}–{hi}"
 
 
+def _pm(stat: tuple[float, float], fmt: str) -> str:
+    m, sd = stat
+    return f"{m:{fmt}} ± {sd:{fmt}}" if np.isfinite(sd) else f"{m:{fmt}}"
+
+
+def _se_diff(a: dict, b: dict, key: str) -> float:
+    """Standard error of the difference of two strategies' seed means (NaN with fewer than 2 seeds each)."""
+    return float(np.sqrt(a[key][1] ** 2 / a["seeds"] + b[key][1] ** 2 / b["seeds"]))
+
+
 def sentences(rows: list[dict], ends: np.ndarray, values: dict[str, np.ndarray]) -> list[str]:
-    """The bullets of docs/FINDINGS.md §3, each quoting only the two tables (names as in STRATEGIES)."""
+    """The bullets of docs/FINDINGS.md §3, each quoting only the two tables (names as in STRATEGIES); a
+    difference is called resolved only when it exceeds 2 standard errors of the difference of seed means."""
     st = strategy_stats(rows)
     g = {k: v["maxvio_global"][0] for k, v in st.items()}
     ppl = {k: v["val_ppl"] for k, v in st.items()}
     tail = {k: v["maxvio_batch_tail"][0] for k, v in st.items()}
-    af, sd_af = st["aux_free_u1e-3"]["maxvio_global"]
-    seeds = _span([v["seeds"] for v in st.values()], "d")
+    af = g["aux_free_u1e-3"]
+    n_seeds = sorted({v["seeds"] for v in st.values()})
+    seeds = f"{_span(n_seeds, 'd')} seed{'s' if max(n_seeds) > 1 else ''}"
     later = values["aux_free_u1e-2"][2:]
     lo_ppl, hi_ppl = min(ppl, key=lambda k: ppl[k][0]), max(ppl, key=lambda k: ppl[k][0])
+    gap, se = ppl[hi_ppl][0] - ppl[lo_ppl][0], _se_diff(st[hi_ppl], st[lo_ppl], "val_ppl")
     lowest_tail = min(tail, key=tail.get)
+    wins = all(af < g[k] for k in ("none", "switch_a1e-3", "switch_a1e-2"))
+    if not np.isfinite(se):
+        verdict = "**Perplexity: one seed per strategy cannot tell the strategies apart.**"
+    elif gap > 2 * se:
+        verdict = f"**Perplexity: the extremes differ by more than 2 standard errors ({2 * se:.2f}).**"
+    else:
+        verdict = f"**Perplexity: no difference we can resolve** (2 standard errors of the gap: {2 * se:.2f})."
+    sds = [v[1] for v in ppl.values() if np.isfinite(v[1])]
+    seq, base = st["aux_free_u1e-3+seq"], st["aux_free_u1e-3"]
+    seq_gaps = [abs(seq[k][0] - base[k][0]) / _se_diff(seq, base, k) for k in ("maxvio_global", "val_ppl")]
+    seq_verdict = (
+        "within 2 standard errors of the difference for both"
+        if all(np.isfinite(x) and x < 2 for x in seq_gaps)
+        else "not resolved with one seed"
+        if not all(np.isfinite(x) for x in seq_gaps)
+        else f"{seq_gaps[0]:.1f} and {seq_gaps[1]:.1f} standard errors of the difference"
+    )
     return [
-        f"**Balance: the aux-loss-free bias wins clearly.** u = 1e-3 ends at MaxVio_global {af:.3f} ± {sd_af:.3f} "
-        f"(mean ± sample std over {seeds} seeds), {g['none'] / af:.0f}× below no balancing ({g['none']:.2f}) and "
+        ("**Balance: the aux-loss-free bias wins clearly.** " if wins else "**Balance.** ")
+        + f"u = 1e-3 ends at MaxVio_global {_pm(st['aux_free_u1e-3']['maxvio_global'], '.3f')} (mean ± sample "
+        f"std over {seeds}), {g['none'] / af:.0f}× below no balancing ({g['none']:.2f}) and "
         f"{g['switch_a1e-2'] / af:.0f}× below the stronger Switch loss (α = 1e-2: {g['switch_a1e-2']:.2f}); the "
         f"weaker Switch loss (α = 1e-3) ends at {g['switch_a1e-3']:.2f}.",
-        f"**The update rate** (seed 0's MaxVio_batch along training): u = 1e-4 is still falling at step {ends[-1]} "
-        f"({values['aux_free_u1e-4'][0]:.2f} at step {ends[0]} → {values['aux_free_u1e-4'][-1]:.2f}); u = 1e-2 "
-        f"balances fastest early ({values['aux_free_u1e-2'][0]:.2f} at step {ends[0]}, vs "
-        f"{values['aux_free_u1e-3'][0]:.2f} for u = 1e-3) but from step {ends[2]} on stays at {_span(later, '.2f')}; "
-        f"over the last 10 % of steps, averaged over seeds, {lowest_tail} has the lowest MaxVio_batch "
-        f"({tail[lowest_tail]:.3f}; u = 1e-2: {tail['aux_free_u1e-2']:.3f}, u = 1e-4: {tail['aux_free_u1e-4']:.3f}).",
-        f"**Perplexity: no difference we can resolve.** The seven strategies' mean validation PPL lie between "
-        f"{ppl[lo_ppl][0]:.2f} ({lo_ppl}) and {ppl[hi_ppl][0]:.2f} ({hi_ppl}), a gap of "
-        f"{ppl[hi_ppl][0] - ppl[lo_ppl][0]:.2f}; the seed-to-seed sample std of each strategy is "
-        f"{_span([v[1] for v in ppl.values()], '.2f')}. No balancing ends at {ppl['none'][0]:.2f} and u = 1e-3 at "
-        f"{ppl['aux_free_u1e-3'][0]:.2f}.",
+        f"**The update rate** (seed 0's MaxVio_batch along training): u = 1e-4 falls from "
+        f"{values['aux_free_u1e-4'][0]:.2f} at step {ends[0]} to {values['aux_free_u1e-4'][-1]:.2f} at step "
+        f"{ends[-1]} (at step {ends[-2]}: {values['aux_free_u1e-4'][-2]:.2f}); u = 1e-2 is already at "
+        f"({values['aux_free_u1e-2'][0]:.2f} at step {ends[0]}, vs {values['aux_free_u1e-3'][0]:.2f} for u = 1e-3) "
+        f"but from step {ends[2]} on stays at {_span(later, '.2f')}; over the last 10 % of steps, averaged over "
+        f"seeds, {lowest_tail} has the lowest MaxVio_batch ({tail[lowest_tail]:.3f}; u = 1e-2: "
+        f"{tail['aux_free_u1e-2']:.3f}, u = 1e-4: {tail['aux_free_u1e-4']:.3f}).",
+        f"{verdict} The seven strategies' mean validation PPL lie between {ppl[lo_ppl][0]:.2f} ({lo_ppl}) and "
+        f"{ppl[hi_ppl][0]:.2f} ({hi_ppl}), a gap of {gap:.2f}"
+        + (f"; the seed-to-seed sample std of a strategy is {_span(sds, '.2f')}" if sds else "")
+        + f". No balancing ends at {ppl['none'][0]:.2f} and u = 1e-3 at {ppl['aux_free_u1e-3'][0]:.2f}.",
         f"Adding DeepSeek-V3's sequence-wise loss (α = 1e-4) to the bias rule: MaxVio_global "
-        f"{g['aux_free_u1e-3+seq']:.3f} vs {af:.3f}, PPL {ppl['aux_free_u1e-3+seq'][0]:.2f} vs "
-        f"{ppl['aux_free_u1e-3'][0]:.2f}; the differences are within one seed std "
-        f"({st['aux_free_u1e-3+seq']['maxvio_global'][1]:.3f} and {st['aux_free_u1e-3+seq']['val_ppl'][1]:.2f}).",
+        f"{seq['maxvio_global'][0]:.3f} vs {base['maxvio_global'][0]:.3f}, PPL {seq['val_ppl'][0]:.2f} vs "
+        f"{base['val_ppl'][0]:.2f}: {seq_verdict}.",
     ]
 
 

@@ -2,7 +2,7 @@
 
 python -m scripts.findings --run sample_data/default_run --out-of-corpus tests/data/out_of_corpus
 python -m scripts.findings --run sample_data/default_run --out-of-corpus tests/data/out_of_corpus \
-    --write docs/FINDINGS.md            # replaces the block between the `findings` markers
+    --write docs/FINDINGS.md            # replaces the blocks between the `training` and `findings` markers
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.findings import FindingsConfig, findings
+from analysis.findings import FindingsConfig, findings, training_markdown
 from moe_core.run import load_run
 
 BLOCK = "findings"
@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-of-corpus", type=Path, help="folder of LABEL_SOURCE_N.txt documents (named-expert test)")
     p.add_argument("--write", type=Path, help="replace the generated block of this Markdown file")
     args = p.parse_args(argv)
-    text = findings(load_run(args.run), FindingsConfig(out_of_corpus=args.out_of_corpus))
+    run = load_run(args.run)
+    text = findings(run, FindingsConfig(out_of_corpus=args.out_of_corpus))
     if args.write:
-        args.write.write_text(replace_block(args.write.read_text(encoding="utf-8"), BLOCK, text), encoding="utf-8")
+        doc = replace_block(args.write.read_text(encoding="utf-8"), BLOCK, text)
+        args.write.write_text(replace_block(doc, "training", training_markdown(run)), encoding="utf-8")
     else:
-        print(text)
+        print(training_markdown(run), text, sep="\n\n")
     return 0
 
 

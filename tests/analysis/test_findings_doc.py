@@ -43,6 +43,18 @@ def test_seed0_summaries_match_the_shipped_histories():
         assert shipped == [balancing_study.summarise(folder / name, seed=0)]
 
 
+def test_training_block_matches_the_history():
+    """§1's validation curve and the sentence on how much the loss still fell."""
+    text = findings.training_markdown(load_run(default_run_path()))
+    assert read_block(DOC.read_text(encoding="utf-8"), "training") == text
+
+
+def test_span_pct_and_p_text():
+    assert findings.span([1.824, 4.107, 2.5]) == "1.82–4.11" and findings.span([0.4371, 0.4372]) == "0.44"
+    assert findings.pct([0.131, 0.197]) == "13.1–19.7 %"
+    assert findings.p_text(1e-5, 1e-5) == "p ≤ 1e-05 (the floor)" and findings.p_text(0.0129, 1e-5) == "p = 0.013"
+
+
 @pytest.mark.slow
 def test_findings_block_matches_a_regeneration():
     """§2's sentences and tables, recomputed from sample_data/default_run (~40 s on 2 busy cores)."""
