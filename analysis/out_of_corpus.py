@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analysis import specialization
@@ -93,8 +92,3 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
     """{"held": n, "partly": n, "did not hold": n} of a `claims_table`."""
     counts = table["verdict"].value_counts()
     return {v: int(counts.get(v, 0)) for v in ("held", "partly", "did not hold")}
-
-
-def describe(table: pd.DataFrame) -> np.ndarray:
-    """One "E{i} of layer {l} → {label}" name per claim row (for sentences)."""
-    return np.array([f"E{r.expert} of layer {r.layer} → {r.label}" for r in table.itertuples(index=False)])

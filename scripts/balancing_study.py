@@ -218,8 +218,8 @@ def sentences(rows: list[dict], ends: np.ndarray, values: dict[str, np.ndarray])
         f"weaker Switch loss (α = 1e-3) ends at {g['switch_a1e-3']:.2f}.",
         f"**The update rate** (seed 0's MaxVio_batch along training): u = 1e-4 falls from "
         f"{values['aux_free_u1e-4'][0]:.2f} at step {ends[0]} to {values['aux_free_u1e-4'][-1]:.2f} at step "
-        f"{ends[-1]} (at step {ends[-2]}: {values['aux_free_u1e-4'][-2]:.2f}); u = 1e-2 is already at "
-        f"({values['aux_free_u1e-2'][0]:.2f} at step {ends[0]}, vs {values['aux_free_u1e-3'][0]:.2f} for u = 1e-3) "
+        f"{ends[-1]} (at step {ends[-2]}: {values['aux_free_u1e-4'][-2]:.2f}); u = 1e-2 is at "
+        f"{values['aux_free_u1e-2'][0]:.2f} by step {ends[0]} (u = 1e-3: {values['aux_free_u1e-3'][0]:.2f}) "
         f"but from step {ends[2]} on stays at {_span(later, '.2f')}; over the last 10 % of steps, averaged over "
         f"seeds, {lowest_tail} has the lowest MaxVio_batch ({tail[lowest_tail]:.3f}; u = 1e-2: "
         f"{tail['aux_free_u1e-2']:.3f}, u = 1e-4: {tail['aux_free_u1e-4']:.3f}).",
