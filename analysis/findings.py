@@ -53,6 +53,7 @@ class Findings:
     saturation: pd.DataFrame
     balance: pd.DataFrame  # MaxVio, dead experts, the two bias-flip rates
     claims: pd.DataFrame | None = None  # out_of_corpus.claims_table
+    pair_claims: pd.DataFrame | None = None  # out_of_corpus.pair_claims_table
     ooc_sources: dict[str, list[str]] = field(default_factory=dict)  # label -> sources of the ooc docs
     config: FindingsConfig = FindingsConfig()
 
@@ -127,10 +128,13 @@ def compute(run: Run, config: FindingsConfig = FindingsConfig()) -> Findings:
             "tokens with a changed top-k": metrics.bias_flip_rate(trace.routing, trace.n_layers, per="token"),
         }
     )
-    claims, sources = None, {}
+    coactivation = coactivation_table(trace)
+    claims, pair_claims, sources = None, None, {}
     if config.out_of_corpus is not None:
         docs = out_of_corpus.read_docs(config.out_of_corpus)
-        claims = out_of_corpus.claims_table(domain, out_of_corpus.trace_of(run, docs))
+        ooc = out_of_corpus.trace_of(run, docs)
+        claims = out_of_corpus.claims_table(domain, ooc)
+        pair_claims = out_of_corpus.pair_claims_table(coactivation, ooc)
         for d in docs:
             sources.setdefault(d.label, [])
             if d.source not in sources[d.label]:
@@ -147,11 +151,12 @@ def compute(run: Run, config: FindingsConfig = FindingsConfig()) -> Findings:
         probe=significance.probe_permutation_baseline(ex, tok, E, n_permutations=config.probe_permutations),
         mi=specialization.mi_summary(ex, tok, E),
         token_spec=specialization.token_specialization_summary(specialization.token_specialization(ex, tok, E)),
-        coactivation=coactivation_table(trace),
+        coactivation=coactivation,
         consecutive=significance.consecutive_test(ex, tok, n_shuffles=config.shuffles, alpha=config.alpha),
         saturation=saturation_table(run),
         balance=balance,
         claims=claims,
+        pair_claims=pair_claims,
         ooc_sources=sources,
         config=config,
     )
@@ -329,6 +334,18 @@ def _claims_sentence(f: Findings) -> str:
         f"holds. {counts['held']} of {len(c)} held, {counts['partly']} partly, {counts['did not hold']} did not — "
         + "; ".join(parts)
         + "."
+        + (_pair_claims_text(f.pair_claims) if f.pair_claims is not None else "")
+    )
+
+
+def _pair_claims_text(pc: pd.DataFrame) -> str:
+    counts = out_of_corpus.verdict_counts(pc)
+    named = pc.loc[pc.groupby("layer")["eval_lift"].idxmax()]
+    pairs = ", ".join(f"{r.pair} of layer {r.layer} {r.ooc_lift:.2f}× ({r.verdict})" for r in named.itertuples())
+    return (
+        f" The co-activation pairs of the table ({len(pc)}) on the same documents: {counts['held']} held (lift above "
+        f"1 and still among the layer's 3 strongest pairs), {counts['partly']} partly (lift above 1 only), "
+        f"{counts['did not hold']} did not; the strongest pair of each layer: {pairs}."
     )
 
 
@@ -395,6 +412,8 @@ def markdown(f: Findings) -> str:
             "### Named experts on out-of-corpus text (ratio = share of the label's tokens / uniform K/E; CI: "
             f"bootstrap over the out-of-corpus documents)\n\n{table(f.claims)}"
         )
+    if f.pair_claims is not None:
+        sections.append(f"### Co-activation pairs on out-of-corpus text (lift on its tokens)\n\n{table(f.pair_claims)}")
     return "\n\n".join(sections)
 
 

@@ -1,5 +1,10 @@
 """Do named-expert claims hold on text from sources the corpus never contained?
 
+A co-activation claim "experts i+j of layer l are chosen together more often than independence predicts" (lift,
+`metrics.coactivation`) is re-measured the same way: "held" when its lift on the out-of-corpus tokens is above
+1 and the pair is still among the `top` strongest pairs of its layer there, "partly" when only the lift is
+above 1, "did not hold" otherwise.
+
 A claim "expert i of layer l prefers domain d" comes from the eval set (`significance.familywise_domain_null`:
 the most specialised expert per (layer, domain)). It is re-measured on out-of-corpus documents labelled with
 the domain they stand in for (e.g. JavaScript for `code`): the expert's ratio (share of the label's tokens
@@ -17,9 +22,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from analysis import specialization
+from analysis import metrics, specialization
 from analysis.trace import RoutingTrace
 from moe_core.corpus.docs import Doc
 from moe_core.run import Run
@@ -92,3 +98,24 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
     """{"held": n, "partly": n, "did not hold": n} of a `claims_table`."""
     counts = table["verdict"].value_counts()
     return {v: int(counts.get(v, 0)) for v in ("held", "partly", "did not hold")}
+
+
+def pair_claims_table(pairs: pd.DataFrame, trace: RoutingTrace, top: int = 3) -> pd.DataFrame:
+    """Each co-activation claim (columns layer, pair "i+j", lift) re-measured on `trace`.
+
+    Returns columns: layer, pair, eval_lift, ooc_lift, ooc_rank (1 = the layer's strongest pair there), verdict.
+    """
+    lift_LEE = metrics.coactivation(trace.experts_array(), trace.n_experts).lift_LEE
+    rows = []
+    for c in pairs.itertuples(index=False):
+        i, j = (int(x) for x in str(c.pair).split("+"))
+        lift = np.where(
+            np.eye(lift_LEE.shape[1], dtype=bool) | ~np.isfinite(lift_LEE[c.layer]), -np.inf, lift_LEE[c.layer]
+        )
+        ooc = float(lift[i, j])
+        rank = int((np.triu(lift, 1) > ooc).sum()) + 1  # pairs with a higher lift, each counted once
+        above = np.isfinite(ooc) and ooc > 1
+        verdict = "held" if above and rank <= top else "partly" if above else "did not hold"
+        rows.append({"layer": int(c.layer), "pair": c.pair, "eval_lift": float(c.lift), "ooc_lift": ooc,
+                     "ooc_rank": rank, "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows)

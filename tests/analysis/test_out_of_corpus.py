@@ -61,3 +61,16 @@ def test_read_docs(tmp_path):
         out_of_corpus.read_docs(tmp_path)
     with pytest.raises(ValueError, match="no LABEL_SOURCE_N"):
         out_of_corpus.read_docs(tmp_path / "empty")
+
+
+def test_pair_claims_by_hand():
+    # K=2, E=4, 4 tokens: {0,1} {0,1} {2,3} {2,0}. load: 0:3, 1:2, 2:2, 3:1; T = 4
+    # lift(0,1) = 2 * 4 / (3 * 2) = 1.33; lift(2,3) = 1 * 4 / (2 * 1) = 2 (the strongest); lift(0,2) = 4/6 = 0.67
+    e = np.array([[0, 1], [0, 1], [2, 3], [2, 0]]).reshape(-1, 1, 2)
+    tokens = pd.DataFrame({"doc_id": ["a"] * 4, "position": np.arange(4), "token_id": 0, "label": "code"})
+    trace = SimpleNamespace(n_experts=4, experts_array=lambda: e, tokens=tokens)
+    pairs = pd.DataFrame({"layer": [0, 0, 0], "pair": ["0+1", "2+3", "0+2"], "lift": [2.0, 2.0, 2.0]})
+    out = out_of_corpus.pair_claims_table(pairs, trace, top=1).set_index("pair")
+    assert out.loc["0+1", "ooc_lift"] == pytest.approx(4 / 3) and out.loc["0+1", "ooc_rank"] == 2
+    assert out.loc["2+3", "ooc_lift"] == pytest.approx(2.0) and out.loc["2+3", "ooc_rank"] == 1
+    assert out["verdict"].tolist() == ["partly", "held", "did not hold"]
