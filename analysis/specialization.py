@@ -398,12 +398,7 @@ def doc_histograms(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_e
 
 
 def domain_probe(
-    experts: np.ndarray | pd.DataFrame,
-    tokens: pd.DataFrame,
-    n_experts: int,
-    *,
-    n_splits: int = 5,
-    seed: int = 0,
+    experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int, *, n_splits: int = 5, seed: int = 0
 ) -> pd.DataFrame:
     """Cross-validated accuracy of a linear classifier predicting a document's label from its routing histogram.
 
@@ -449,8 +444,7 @@ def probe_accuracy(X_NF: np.ndarray, y_N: np.ndarray, *, n_splits: int = 5, seed
     from threadpoolctl import threadpool_limits
 
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    # one BLAS thread: the matrices are tiny, and extra threads only fight the other work on a small machine
-    # (measured: 0.5 s instead of 2-4 s on 2 busy cores)
+    # one BLAS thread: the matrices are tiny, extra threads only fight other work (0.5 s, not 2-4 s, on 2 cores)
     with threadpool_limits(1):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         return cross_val_score(model, X_NF, y_N, cv=cv, scoring="accuracy")
