@@ -90,12 +90,21 @@ def _ordered(runs: list[Path]) -> list[Path]:
     return sorted(runs, key=lambda p: list(STRATEGIES).index(p.name) if p.name in STRATEGIES else 99)
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether the run reached its configured step count with a final validation (an unfinished run's numbers
+    are not the study's)."""
+    steps = load_run(run_dir).info.get("train", {}).get("steps")
+    evals = read_jsonl(run_dir / "history" / "eval.jsonl") if (run_dir / "history" / "eval.jsonl").exists() else []
+    return bool(evals) and steps is not None and evals[-1]["step"] == steps
+
+
 def study_summaries(out: Path) -> list[dict]:
-    """`summarise` of every run under OUT/seed{S}/ (seed from the folder name)."""
+    """`summarise` of every finished run under OUT/seed{S}/ (seed from the folder name)."""
     rows = []
     for run_dir in list_runs(out):
-        seed = run_dir.parent.name.removeprefix("seed")
-        rows.append(summarise(run_dir, int(seed) if seed.isdigit() else None))
+        if finished(run_dir):
+            seed = run_dir.parent.name.removeprefix("seed")
+            rows.append(summarise(run_dir, int(seed) if seed.isdigit() else None))
     return rows
 
 

@@ -54,6 +54,8 @@ def _fake_study(root, source, results):
         (run_dir / "history" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         final = {"step": len(rows), "val_loss": float(np.log(ppl)), "val_ppl": ppl, "maxvio_global": vio_global}
         (run_dir / "history" / "eval.jsonl").write_text(json.dumps(final) + "\n")
+        info = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps(info | {"train": {"steps": len(rows)}}))
 
 
 def test_balancing_study_tables(source, tmp_path):
@@ -68,6 +70,10 @@ def test_balancing_study_tables(source, tmp_path):
             (0, "aux_free_u1e-3"): (19.0, [0.1, 0.1], [0.5] * 100),
         },
     )
+    _fake_study(study, source, {(2, "none"): (30.0, [2.0, 2.0], curve)})
+    info = json.loads((study / "seed2" / "none" / "run.json").read_text())
+    (study / "seed2" / "none" / "run.json").write_text(json.dumps(info | {"train": {"steps": 1000}}))
+    assert not balancing_study.finished(study / "seed2" / "none")  # stopped at step 100 of 1000: left out
     rows = balancing_study.study_summaries(study)
     assert sorted((r["strategy"], r["seed"]) for r in rows) == [("aux_free_u1e-3", 0), ("none", 0), ("none", 1)]
     table = balancing_study.markdown_table(rows).splitlines()
