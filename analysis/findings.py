@@ -186,7 +186,7 @@ def pct(values, digits: int = 1) -> str:
 
 
 def p_text(p: float, floor: float) -> str:
-    return f"p ≤ {floor:.0e} (the floor)" if p <= floor * (1 + 1e-9) else f"p = {p:.2g}"
+    return f"p ≤ {floor:.2g} (the floor)" if p <= floor * (1 + 1e-9) else f"p = {p:.2g}"
 
 
 # --- the summary sentences (each quotes only the tables below it) ------------------------------------------------
