@@ -47,10 +47,14 @@ def study_config(strategy: str, base: str = "small") -> ModelConfig:
     return ModelConfig.from_dict(cfg.to_dict())  # re-validate
 
 
-def run_study(out: Path, steps: int, seeds: list[int], batch_size: int = 16) -> None:
+def run_study(
+    out: Path, steps: int, seeds: list[int], batch_size: int = 16, strategies: list[str] | None = None
+) -> None:
+    """Train OUT/seed{S}/{strategy} for each seed and strategy (default: all, in STRATEGIES order); a run whose
+    run.json exists is skipped, so several processes can share the work."""
     docs_train, docs_val, info = corpus_docs(None, seed=0)  # one corpus; the seed varies init and data order
     for seed in seeds:
-        for name in STRATEGIES:
+        for name in strategies or STRATEGIES:
             run_dir = out / f"seed{seed}" / name
             if (run_dir / "run.json").exists():
                 print(f"{run_dir}: exists, skipped")
@@ -282,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), help="train only these (in this order)")
     p.add_argument("--ship", type=Path, help="copy seed-0 histories (no weights) and every seed's summary here")
     p.add_argument("--table", type=Path, help="print the Markdown of the shipped study folder")
     p.add_argument("--write", type=Path, help="with --table: replace the `balancing_study` block of this file")
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None and (args.ship or not args.table):
         p.error("--out is needed to train or ship")
     if not args.ship and not args.table:
-        run_study(args.out, args.steps, args.seeds, args.batch_size)
+        run_study(args.out, args.steps, args.seeds, args.batch_size, args.strategies)
     if args.ship:
         ship(args.out, args.ship)
     if args.table:
