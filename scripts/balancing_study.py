@@ -246,6 +246,11 @@ def sentences(rows: list[dict], ends: np.ndarray, values: dict[str, np.ndarray])
     ]
 
 
+def seeds_of(rows: list[dict]) -> dict[str, list[int]]:
+    """{strategy: its seeds, sorted} in STRATEGIES order."""
+    return {name: sorted(r["seed"] for r in rows if r["strategy"] == name) for name in STRATEGIES}
+
+
 def study_markdown(folder: Path) -> str:
     """The generated block of docs/FINDINGS.md §3, from the shipped folder alone (summaries + seed-0 histories)."""
     rows = load_summaries(folder)
@@ -256,6 +261,9 @@ def study_markdown(folder: Path) -> str:
             "the layers and the last 10% of training steps): mean ± sample standard deviation (ddof = 1) over the "
             "seeds, after Wang et al. 2024, Table 2:",
             markdown_table(rows),
+            "Seeds shipped per strategy: "
+            + "; ".join(f"{name} {', '.join(map(str, seeds))}" for name, seeds in seeds_of(rows).items())
+            + ".",
             "MaxVio_batch along training (seed 0, mean over the two MoE layers, averaged over the 25 steps before "
             "each point):",
             curve_table(folder),
