@@ -10,7 +10,7 @@ the two agree by construction (tests/analysis/test_dataset_queries.py compares t
     q.summary(step)                    metrics.load_summary + bias_flip_rate, router_entropy, consecutive_top1
     q.coactivation(step, layer=None)   metrics.Coactivation (all pairs, cond, lift)
     q.domain_specialization(step)      specialization.domain_specialization's table
-    q.labelled_docs(step)              specialization.LabelledDocs (per-doc counts: permutation baselines)
+    q.labelled_docs(step)              specialization.DocCounts (per-doc counts: permutation baselines)
     q.mutual_information(step)         I(expert; domain) and I(expert; token id), plug-in bits, per layer
     q.token_specialization(step)       specialization.token_specialization's table
     q.consecutive(step, mode)          per layer: n_pairs, rate (metrics.consecutive_same_expert's rate)
@@ -260,13 +260,13 @@ class DatasetQueries:
         Counted per label: each label is one pseudo-document, which gives the same sums."""
         counts, tokens_D, labels = self._label_counts(step)
         D = len(labels)
-        docs = specialization.LabelledDocs(
+        docs = specialization.DocCounts(
             counts_LNE=counts, tokens_N=tokens_D, label_N=np.arange(D), labels=labels, doc_ids=labels,
             top_k=self.top_k,
         )  # fmt: skip
         return specialization.domain_specialization_of(docs, self.n_experts)
 
-    def labelled_docs(self, step: int | None, max_cells: int = 20_000_000) -> specialization.LabelledDocs:
+    def labelled_docs(self, step: int | None, max_cells: int = 20_000_000) -> specialization.DocCounts:
         """Per labelled document (in doc_index order) routing counts, for the permutation baseline and the
         bootstrap (`specialization.permutation_baseline_of`). ValueError when L * N * E would exceed
         `max_cells` (the dense array would not be small)."""
@@ -288,7 +288,7 @@ class DatasetQueries:
         frame["n_doc"] = np.searchsorted(docs["doc_index"].to_numpy(), frame["doc_index"].to_numpy())
         counts = self._dense(frame, ("layer", "n_doc", "expert"), (L, N, E))
         labels = sorted(docs["label"].unique().tolist())
-        return specialization.LabelledDocs(
+        return specialization.DocCounts(
             counts_LNE=counts,
             tokens_N=counts[0].sum(axis=1) // self.top_k,
             label_N=pd.Categorical(docs["label"], categories=labels).codes.astype(np.int64),
