@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import sources
-from analysis.causal.ablation import Ablation, ablation_result
+from analysis.causal.ablation import Ablation, ablation_result, labelled
 from app import cache
 
 
@@ -51,12 +51,7 @@ def sweep_table(
     """The same table as `analysis.causal.ablation.sweep`, one cached ablation at a time."""
     frames = []
     for i, ab in enumerate(ablations):
-        frame = ablation_domains(source, step, ab).copy()
-        frame.insert(0, "expert", -1 if ab.expert is None else ab.expert)
-        frame.insert(0, "mode", ab.mode)
-        frame.insert(0, "layer", ab.layer)
-        frame.insert(0, "ablation", ab.name)
-        frames.append(frame)
+        frames.append(labelled(ablation_domains(source, step, ab), ab))
         if progress is not None:
             progress(i + 1, len(ablations))
     return pd.concat(frames, ignore_index=True)

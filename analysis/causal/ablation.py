@@ -295,6 +295,43 @@ def ablation_result(runner: AblationRunner, ablation: Ablation, n_boot: int = 10
     return AblationResult(ablation, per_token, per_doc, domain_deltas(per_doc, n_boot=n_boot))
 
 
+def labelled(frame: pd.DataFrame, ablation: Ablation) -> pd.DataFrame:
+    """`frame` with the ablation's columns in front: ablation (its name), layer, mode, expert (-1: none)."""
+    frame = frame.copy()
+    for col, value in reversed(
+        [("ablation", ablation.name), ("layer", ablation.layer), ("mode", ablation.mode),
+         ("expert", -1 if ablation.expert is None else ablation.expert)]
+    ):  # fmt: skip
+        frame.insert(0, col, value)
+    return frame
+
+
+LEVELS = {"domain": "per_domain", "doc": "per_doc", "token": "per_token"}
+
+
+def stack(results: Sequence[AblationResult], level: str = "domain") -> pd.DataFrame:
+    """One table of many ablations' results at `level` ("domain", "doc" or "token"), `labelled`."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    return pd.concat([labelled(getattr(r, LEVELS[level]), r.ablation) for r in results], ignore_index=True)
+
+
+def sweep_results(
+    runner: AblationRunner,
+    ablations: Sequence[Ablation],
+    *,
+    n_boot: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[AblationResult]:
+    """`ablation_result` of every ablation; progress(done, total) after each."""
+    results = []
+    for i, ab in enumerate(ablations):
+        results.append(ablation_result(runner, ab, n_boot))
+        if progress is not None:
+            progress(i + 1, len(ablations))
+    return results
+
+
 def sweep(
     runner: AblationRunner,
     ablations: Sequence[Ablation],
@@ -304,15 +341,4 @@ def sweep(
 ) -> pd.DataFrame:
     """Δ loss per domain of every ablation, one table: ablation, layer, mode, expert, label, n_docs, n_tokens,
     delta, lo, hi (nats/token). progress(done, total) after each ablation."""
-    frames = []
-    for i, ab in enumerate(ablations):
-        res = ablation_result(runner, ab, n_boot)
-        frame = res.per_domain
-        frame.insert(0, "expert", -1 if ab.expert is None else ab.expert)
-        frame.insert(0, "mode", ab.mode)
-        frame.insert(0, "layer", ab.layer)
-        frame.insert(0, "ablation", ab.name)
-        frames.append(frame)
-        if progress is not None:
-            progress(i + 1, len(ablations))
-    return pd.concat(frames, ignore_index=True)
+    return stack(sweep_results(runner, ablations, n_boot=n_boot, progress=progress), "domain")

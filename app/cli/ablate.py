@@ -4,7 +4,7 @@ Removes expert E of MoE layer L (or each expert of the layer in turn) and prints
 loss per domain, in nats/token, with a 95% bootstrap CI over documents (analysis.causal.ablation). Without
 FILEs or --text it uses the run's held-out eval documents. --mode zero zeroes the expert's output instead of
 re-routing its tokens; --references adds the whole layer's routed experts and the shared expert;
---out writes the table (.csv or .parquet).
+--out writes the table (.csv or .parquet): per domain, or with --per doc|token per document or token.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the documents")
     p.add_argument("--out", default=None, help="write the table: .csv or .parquet")
+    p.add_argument("--per", choices=["domain", "doc", "token"], default="domain", help="rows of the --out table")
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from analysis.causal.ablation import BATCH_TOKENS, Ablation, sweep
+    from analysis.causal.ablation import BATCH_TOKENS, Ablation, stack, sweep_results
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in (".csv", ".parquet"):
@@ -59,16 +60,18 @@ def run_ablate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     batch_tokens = BATCH_TOKENS if args.batch_size is None else args.batch_size * target.model.config.block_size
     runner = target.runner(docs, batch_tokens=batch_tokens)
-    table = sweep(
+    results = sweep_results(
         runner, ablations, n_boot=args.n_boot, progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr)
     )
+    table = stack(results, "domain")
     seconds = time.perf_counter() - start
     print(f"\r{len(ablations)} ablations of {target.name} (step {target.step}) in {seconds:.1f} s", file=sys.stderr)
     print(format_table(table))
     if out is not None:
         from moe_core.files import atomic_write
 
-        write = table.to_csv if out.suffix == ".csv" else table.to_parquet
+        rows = table if args.per == "domain" else stack(results, args.per)
+        write = rows.to_csv if out.suffix == ".csv" else rows.to_parquet
         atomic_write(out, lambda tmp: write(tmp, index=False))  # an interrupted write leaves the old file
         print(f"wrote {out}", file=sys.stderr)
     return 0

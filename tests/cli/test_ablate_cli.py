@@ -77,6 +77,25 @@ def test_ablate_all_experts_with_references_to_parquet(tiny_run, tmp_path, capsy
     np.testing.assert_allclose(tables[1]["delta"], table["delta"], rtol=1e-4, atol=1e-6)
 
 
+def test_per_doc_and_per_token_tables(tiny_run, tmp_path, capsys):
+    root, _, _ = tiny_run
+    base = ["ablate", "--run", str(root), "--layer", "0", "--expert", "1", "--mode", "zero", "--device", "cpu"]
+    tables = {}
+    for per in ("doc", "token"):
+        out = tmp_path / f"{per}.csv"
+        rc, _, err = run_cli([*base, "--per", per, "--out", str(out)], capsys)
+        assert rc == 0, err
+        tables[per] = pd.read_csv(out)
+    docs, tokens = tables["doc"], tables["token"]
+    assert (
+        sorted(docs["label"]) == ["code", "prose"] and (docs["ablation"] == "layer 0: expert 1 (output zeroed)").all()
+    )
+    # a document's Δ is the mean of its tokens' Δ
+    by_doc = tokens.groupby("doc_id")["delta"].mean()
+    np.testing.assert_allclose(docs.set_index("doc_id")["delta"], by_doc.loc[docs["doc_id"]], rtol=1e-6)
+    assert len(tokens) == docs["n_tokens"].sum()
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
