@@ -21,6 +21,7 @@ PAGES = [  # (file, title, icon, url_path)
     ("compare.py", "Compare runs", ":material/compare_arrows:", "compare"),
     ("geometry.py", "Router geometry", ":material/scatter_plot:", "geometry"),
     ("expert.py", "Expert profile", ":material/person_search:", "expert"),
+    ("causal.py", "Causal check", ":material/science:", "causal"),
     ("train.py", "Train", ":material/model_training:", "train"),
 ]
 

@@ -14,6 +14,7 @@ hash of (doc_index, position), so the choice does not depend on batching or on w
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from analysis.trace import RoutingTrace
 
 COMPRESSION = "zstd"  # ~2x smaller than snappy on routing tables, as fast to read
+STALE_SECONDS = 60  # a manifest temp file this old is no live write (they take milliseconds)
 CHECKED_KEYS = ("source", "steps", "inputs", "config", "sample")  # a resume must match these exactly
 
 Step = int | None
@@ -178,6 +180,9 @@ class DatasetWriter:
 
     def _remove_leftovers(self) -> None:
         """Delete this worker's temp files and the files of shards it did not finish (never read: unlisted)."""
+        for path in self.root.glob(f".{layout.MANIFEST}.*.tmp"):  # a manifest write cut short, minutes ago
+            if time.time() - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink(missing_ok=True)
         finished = {rel for row in self.finished_shards().values() for rel in row["files"]}
         prefix = f"part-w{self.worker:03d}-"
         for table in layout.TABLES:

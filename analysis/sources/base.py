@@ -20,6 +20,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import numpy as np
 
+    from analysis.causal.target import CausalTarget
     from analysis.sources.aggregates import RoutingAggregates
     from analysis.trace import RoutingTrace
 
@@ -57,6 +58,8 @@ class Capabilities:
     stored_traces: Capability  # routing traces recorded ahead of time (at some steps: see `steps`, `model_steps`)
     eval_docs: Capability  # held-out labelled documents
     router_biases: Capability  # the balancing bias of every router
+    # interventions on the model: expert ablation, the expert logit lens, what-if routing (`causal_model`)
+    causal: Capability = Capability(False, "this model source cannot intervene on its model's routing")
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,11 @@ class ModelSource(Protocol):
 
     def router_biases(self, step: int | None) -> np.ndarray:
         """(L, E) balancing biases at `step` (zeros where a router has none)."""
+        ...
+
+    def causal_model(self, step: int | None = None) -> CausalTarget:
+        """The model at `step` for causal analysis (`analysis.causal`); ValueError with `capabilities.causal`'s
+        reason when the source has none."""
         ...
 
     def projection_cache_dir(self) -> Path | None:

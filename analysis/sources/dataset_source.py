@@ -78,6 +78,7 @@ class DatasetSource:
             stored_traces=YES,
             eval_docs=YES,
             router_biases=Capability(False, NO_BIASES),
+            causal=Capability(False, NO_MODEL),
         )
 
     def card(self) -> ModelCard:
@@ -116,6 +117,9 @@ class DatasetSource:
         return step if self.steps() else None
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
+        raise ValueError(NO_MODEL)
+
+    def causal_model(self, step: int | None = None):
         raise ValueError(NO_MODEL)
 
     def record(

@@ -73,7 +73,13 @@ class RunSource:
     def capabilities(self) -> Capabilities:
         route = YES if self.model_steps() else Capability(False, NO_CHECKPOINT)
         return Capabilities(
-            route_text=route, steps=YES, history=YES, stored_traces=YES, eval_docs=YES, router_biases=route
+            route_text=route,
+            steps=YES,
+            history=YES,
+            stored_traces=YES,
+            eval_docs=YES,
+            router_biases=route,
+            causal=route,
         )
 
     def card(self) -> ModelCard:
@@ -186,6 +192,14 @@ class RunSource:
 
     def router_biases(self, step: int | None) -> np.ndarray:
         return self.model(step).router_biases().detach().cpu().numpy()
+
+    def causal_model(self, step: int | None = None):
+        from analysis.causal.target import CausalTarget
+
+        step = self.default_step() if step is None else int(step)
+        if not self.model_steps():
+            raise ValueError(NO_CHECKPOINT)
+        return CausalTarget(self.model(step), self.tokenizer, Path(self.path).name, step)
 
     # --- what the run directory holds ------------------------------------------------------------------------
 

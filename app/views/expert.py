@@ -4,7 +4,7 @@
 import streamlit as st
 
 from analysis import figures, profile, tables
-from app import cache, downloads, session
+from app import cache, causal_panels, downloads, session
 
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
@@ -46,6 +46,7 @@ m2.metric("Tokens with it in their top-k", f"{share.routings:,}", f"{share.token
           f"(uniform {K / E:.1%})", **quiet)  # fmt: skip
 m3.metric("Tokens with it as top-1", f"{share.top1:,}", f"{share.top1 / T:.1%} of tokens (uniform {1 / E:.1%})",
           **quiet)  # fmt: skip
+causal_panels.expert_effect(source, step, layer, expert)  # Δ loss when it is removed
 
 hist = cache.histories(source.path)[0] if source.capabilities.history else None
 if hist is not None and len(series := profile.history_series(hist, layer, expert)):
