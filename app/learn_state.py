@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from app.classroom import content, presentation
+from app.classroom import content, presentation, widgets
 
 MAX_PARAM_CHARS = 400  # longer query values are rejected before parsing
 
@@ -178,6 +178,7 @@ def lesson_header(title: str, prefix: str, specs: dict[str, Spec]) -> dict[str, 
     """Title, the presentation bar and the URL-backed settings of a lesson page; returns the settings."""
     st.title(title)
     presentation.bar(prefix)
+    widgets.lesson_status(prefix)  # a running class (this session's) gets this lesson's question
     init_params(prefix, specs)
     return get_params(prefix, specs)
 

@@ -47,6 +47,10 @@ try:
     lessons = [st.Page(f, title=title, icon=icon) for f, title, icon in lessons if f.is_file()]
     if lessons:
         groups["Learn"] = lessons
+    from app.views.learn import CLASS_PAGES  # the live class: the teacher's screen and the students' phones
+
+    lessons += [st.Page(HERE / "views" / "learn" / f, title=t, icon=i, url_path=u) for f, t, i, u in CLASS_PAGES]
+    groups["Learn"] = lessons
 except ImportError:  # the Learn pages are optional
     pass
 

@@ -74,8 +74,8 @@ class StoreConfig:
 
 
 def normalise_code(text: str | None) -> str:
-    """What a student typed, as a code: upper case, spaces and dashes dropped."""
-    return "".join(ch for ch in (text or "").upper() if ch not in " -")[:16]
+    """What a student typed, as a code: upper case, only A-Z and 0-9 kept (so a code is safe in any message)."""
+    return "".join(ch for ch in (text or "").upper() if ch.isascii() and ch.isalnum())[:16]
 
 
 class ClassStore:

@@ -166,3 +166,4 @@ def test_concurrent_answers_from_processes_are_all_kept(tmp_path):
 
 def test_normalise_code():
     assert normalise_code(" ab-c d ") == "ABCD" and normalise_code(None) == ""
+    assert normalise_code("<b>x</b>*é") == "BXB"  # nothing that markdown or HTML would read
