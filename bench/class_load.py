@@ -1,0 +1,186 @@
+"""A live class under load: 30 students answer at once from real browser contexts, the teacher watches.
+
+    python bench/class_load.py --students 30
+
+Starts the app (`python -m streamlit run app/main.py`, this tree, the shipped run) with the class store in a
+fresh temporary SQLite file, then in one headless chromium (Playwright, async):
+1. a teacher context (1280x720) opens Live class and starts a class (the question of lesson 1 opens);
+2. `--students` phone contexts (400x800) open the join link at the same time, join, and each sends
+   `--answers` answers (changing its mind; the last one counts), all concurrently;
+3. the teacher's page is timed while that happens: a full reload of Live class until its tally is drawn, and
+   how long after the last student's last answer the live tally shows every answer;
+4. checks: the store's tally equals the students' last choices (0 lost, none counted twice) and the teacher's
+   page shows "N joined · N answered".
+The server's memory is its resident set (VmRSS) before the class and its peak (VmHWM) after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from app.classroom.content import QUESTIONS  # noqa: E402
+from app.classroom.store import ClassStore, StoreConfig  # noqa: E402
+from app.launch import app_command  # noqa: E402
+from moe_core.paths import default_run_path  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+TIMEOUT = 180_000  # ms: 30 phones on 2 cores are slow, never wrong
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def student(browser, link: str, i: int, answers: int, lag: dict) -> tuple[int, float]:
+    """Join from a phone and send `answers` answers; returns (last option, seconds from open to last sent)."""
+    options = QUESTIONS["l1"].options
+    ctx = await browser.new_context(viewport={"width": 400, "height": 800})
+    page = await ctx.new_page()
+    start = time.perf_counter()
+    await page.goto(link, timeout=TIMEOUT)
+    await page.wait_for_selector(IDLE, timeout=TIMEOUT)
+    await page.get_by_role("button", name="Join").click(timeout=TIMEOUT)
+    await page.get_by_text(QUESTIONS["l1"].text).wait_for(timeout=TIMEOUT)
+    option = i % len(options)
+    for j in range(answers):
+        option = (i + j) % len(options)
+        await page.get_by_text(options[option], exact=True).click(timeout=TIMEOUT)
+        await page.get_by_role("button", name="Send my answer").click(timeout=TIMEOUT)
+        await page.get_by_text("Sent: " + options[option]).wait_for(timeout=TIMEOUT)
+    lag["last_sent"] = max(lag.get("last_sent", 0.0), time.perf_counter())
+    return option, time.perf_counter() - start
+
+
+async def run(args) -> dict:
+    from playwright.async_api import async_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="class_load_"))
+    db = tmp / "classes.sqlite3"
+    port = free_port()
+    env = dict(os.environ, MOE_EXPLORER_RUN=str(default_run_path()), MOE_EXPLORER_CLASS_DB=str(db))
+    env.update(MOE_EXPLORER_WARM_UMAP="0", MOE_EXPLORER_RUNS_DIR=str(tmp / "runs"), PYTHONPATH=str(ROOT))
+    log = open(tmp / "streamlit.log", "wb")
+    server = subprocess.Popen(app_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+                break
+            except OSError:
+                await asyncio.sleep(0.3)
+        out = {"rss_idle_mb": memory_kb(server.pid)["VmRSS"] / 1024}
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            teacher = await (await browser.new_context(viewport={"width": 1280, "height": 720})).new_page()
+            await teacher.goto(url + "/class_teacher", timeout=TIMEOUT)
+            await teacher.wait_for_selector(IDLE, timeout=TIMEOUT)
+            await teacher.get_by_role("button", name="Start a class").click()
+            heading = teacher.get_by_role("heading", name="Code:")
+            await heading.wait_for(timeout=TIMEOUT)
+            code = (await heading.inner_text()).split(":")[1].strip()
+            link = f"{url}/class_join?class={code}"
+
+            async def reload_teacher() -> list[float]:
+                times = []  # the teacher's page, reloaded while the class answers: until its tally is drawn
+                while not done.is_set():
+                    t0 = time.perf_counter()
+                    await teacher.reload(timeout=TIMEOUT)
+                    await teacher.get_by_text(" answered").wait_for(timeout=TIMEOUT)
+                    await teacher.locator(".js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+                    times.append(time.perf_counter() - t0)
+                return times
+
+            done, lag = asyncio.Event(), {}
+            t0 = time.perf_counter()
+            watcher = asyncio.create_task(reload_teacher())
+            results = await asyncio.gather(
+                *(student(browser, link, i, args.answers, lag) for i in range(args.students))
+            )
+            done.set()
+            reload_times = await watcher
+            out["class_s"] = time.perf_counter() - t0
+            want = f"{args.students} joined · {args.students} answered"
+            await teacher.get_by_text(want).wait_for(timeout=TIMEOUT)
+            out["tally_lag_s"] = time.perf_counter() - lag["last_sent"]
+            expected = [0] * len(QUESTIONS["l1"].options)
+            for option, _ in results:
+                expected[option] += 1
+            tally = ClassStore(StoreConfig(db)).tally(code)
+            out.update(
+                tally=tally,
+                expected=expected,
+                lost=sum(expected) - sum(tally),
+                correct=tally == expected,
+                student_s=statistics.median(s for _, s in results),
+                student_max_s=max(s for _, s in results),
+                teacher_reload_s=statistics.median(reload_times) if reload_times else float("nan"),
+                teacher_reload_max_s=max(reload_times, default=float("nan")),
+                teacher_reloads=len(reload_times),
+            )
+            mem = memory_kb(server.pid)
+            out["rss_after_mb"], out["rss_peak_mb"] = mem["VmRSS"] / 1024, mem["VmHWM"] / 1024
+            await browser.close()
+        return out
+    finally:
+        server.terminate()
+        server.wait(20)
+        log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", type=int, default=30)
+    ap.add_argument("--answers", type=int, default=3, help="answers each student sends (the last one counts)")
+    args = ap.parse_args()
+    r = asyncio.run(run(args))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"{args.students} students x {args.answers} answers, all at once, in {r['class_s']:.1f} s")
+    print("| quantity | value |\n|---|---|")
+    print(f"| answers in the store (expected) | {sum(r['tally'])} ({sum(r['expected'])}), per option {r['tally']} |")
+    print(f"| lost answers | {r['lost']} |")
+    print(f"| tally equals the students' last choices | {'yes' if r['correct'] else 'NO'} |")
+    print(
+        f"| student: open link → last answer sent, median (max) | {r['student_s']:.1f} s ({r['student_max_s']:.1f} s) |"
+    )
+    print(
+        f"| teacher's page reload until the tally is drawn, median (max) of {r['teacher_reloads']} | "
+        f"{r['teacher_reload_s']:.1f} s ({r['teacher_reload_max_s']:.1f} s) |"
+    )
+    print(f"| live tally shows every answer, after the last one is sent | {r['tally_lag_s']:.1f} s |")
+    print(
+        f"| server memory: idle, after, peak (VmRSS, VmHWM) | {r['rss_idle_mb']:.0f}, {r['rss_after_mb']:.0f}, {r['rss_peak_mb']:.0f} MB |"
+    )
+    if not r["correct"] or r["lost"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
