@@ -175,9 +175,8 @@ def main() -> None:
         f"{r['teacher_reload_s']:.1f} s ({r['teacher_reload_max_s']:.1f} s) |"
     )
     print(f"| live tally shows every answer, after the last one is sent | {r['tally_lag_s']:.1f} s |")
-    print(
-        f"| server memory: idle, after, peak (VmRSS, VmHWM) | {r['rss_idle_mb']:.0f}, {r['rss_after_mb']:.0f}, {r['rss_peak_mb']:.0f} MB |"
-    )
+    memory = f"{r['rss_idle_mb']:.0f}, {r['rss_after_mb']:.0f}, {r['rss_peak_mb']:.0f} MB"
+    print(f"| server memory: idle, after, peak (VmRSS, VmHWM) | {memory} |")
     if not r["correct"] or r["lost"]:
         sys.exit(1)
 

@@ -17,6 +17,7 @@ from analysis.figures import colors
 from analysis.teaching import GateSteps, Regions, decision_regions
 
 RATE_COLORS = {1e-4: "#7f7f7f", 1e-3: "#2ca02c", 1e-2: "#d62728"}  # slow / good / oscillating
+BELOW = dict(orientation="h", yanchor="top", y=-0.25, x=0)  # a legend under the plot leaves a phone its width
 
 
 def regions_figure(
@@ -202,7 +203,7 @@ def maxvio_figure(curves: Mapping[str, np.ndarray], threshold: float = 0.05, ste
     fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"MaxVio = {threshold:g}")
     if step is not None:
         fig.add_vline(x=step, line_dash="dot")
-    fig.update_layout(title="MaxVio per step", xaxis_title="step", yaxis_title="MaxVio", height=360)
+    fig.update_layout(title="MaxVio per step", xaxis_title="step", yaxis_title="MaxVio", height=360, legend=BELOW)
     return fig
 
 
@@ -215,7 +216,7 @@ def bias_figure(biases_SE: np.ndarray, step: int | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(y=biases_SE[:, e], mode="lines", name=f"b{e}", line=dict(color=palette[e])))
     if step is not None:
         fig.add_vline(x=step, line_dash="dot")
-    fig.update_layout(title="Expert biases b_i", xaxis_title="step", yaxis_title="bias", height=320)
+    fig.update_layout(title="Expert biases b_i", xaxis_title="step", yaxis_title="bias", height=320, legend=BELOW)
     return fig
 
 
@@ -332,14 +333,19 @@ def gate_step_panels(steps: GateSteps) -> list[go.Figure]:
     return out
 
 
-PROJECTOR = dict(font=22, title=26, line=2.0, marker=1.6)  # a projector at the back of a room: ~1.8x text
+PROJECTOR = dict(font=20, title=22, tick=17, line=2.0, marker=1.6)  # read from the back of a room: ~1.7x text
 
 
 def for_projector(fig: go.Figure, height: int | None = None) -> go.Figure:
     """A copy of `fig` readable on a projector: larger text, thicker lines and markers (and `height` if given)."""
     fig = go.Figure(fig)
     fig.update_layout(font=dict(size=PROJECTOR["font"]), title_font=dict(size=PROJECTOR["title"]))
+    axis = dict(tickfont=dict(size=PROJECTOR["tick"]), title_font=dict(size=PROJECTOR["font"]))
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
     fig.update_annotations(font_size=PROJECTOR["font"] - 2)
+    lines = (fig.layout.title.text or "").count("<br>") + 1  # a subtitle needs room above the plot
+    fig.update_layout(margin=dict(t=max(fig.layout.margin.t or 0, 30 + 32 * lines)))
     for trace in fig.data:
         if trace.type == "scatter":
             width = trace.line.width if trace.line.width is not None else 2
@@ -351,6 +357,8 @@ def for_projector(fig: go.Figure, height: int | None = None) -> go.Figure:
                 trace.textfont.size = PROJECTOR["font"]
         elif trace.type == "bar" and trace.text is not None:
             trace.textfont.size = PROJECTOR["font"] - 2
+        elif trace.type == "heatmap" and trace.showscale is not False:
+            trace.colorbar.tickfont = dict(size=PROJECTOR["tick"])
     if height is not None:
         fig.update_layout(height=height)
     return fig

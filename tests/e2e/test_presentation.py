@@ -8,6 +8,7 @@ import pytest
 from tests.e2e.conftest import CHROMIUM, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs chromium")]
+MAIN_H1 = "[data-testid='stMain'] h1"  # the sidebar has a title of its own
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
@@ -21,17 +22,22 @@ def browser():
 
 
 def title(page) -> str:
-    return page.locator("h1").first.inner_text().strip()
+    return page.locator(MAIN_H1).first.inner_text().strip()
+
+
+def wait_title(page, expected: str) -> None:
+    page.wait_for_function(
+        "([sel, t]) => { const h = document.querySelector(sel); return h && h.innerText.includes(t); }",
+        arg=[MAIN_H1, expected],
+        timeout=60_000,
+    )
+    settle(page)
 
 
 def press(page, key: str, expected: str) -> None:
-    page.locator("body").click(position={"x": 5, "y": 5})  # the keys go to the page, not to a focused slider
+    page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a widget
     page.keyboard.press(key)
-    page.wait_for_function(
-        "t => document.querySelector('h1') && document.querySelector('h1').innerText.includes(t)",
-        arg=expected,
-        timeout=60_000,
-    )
+    wait_title(page, expected)
     settle(page)
 
 
@@ -49,8 +55,7 @@ def test_arrow_keys_walk_the_lessons_and_exit_restores_the_sidebar(server, brows
     press(page, "ArrowRight", "Imbalance and the bias rule")
     press(page, "ArrowLeft", "Top-k and gates")
     page.get_by_role("button", name="Next").click()
-    page.wait_for_function("() => document.querySelector('h1').innerText.includes('Imbalance')", timeout=60_000)
-    settle(page)
+    wait_title(page, "Imbalance and the bias rule")
 
     page.get_by_role("button", name="Exit presentation").click()
     settle(page)
