@@ -361,3 +361,61 @@ def test_gate_step_panels_are_four_figures_with_the_chosen_outlined():
     assert len(panels) == 4 and panels[3].layout.title.text == "4. gate weights"
     widths = panels[2].data[0].marker.line.width
     assert sorted(widths) == [0, 0, 3, 3] and sum(panels[3].data[0].y) == pytest.approx(1.0)
+
+
+# --- the live class's pages ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def class_db(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOE_EXPLORER_CLASS_DB", str(tmp_path / "classes.sqlite3"))
+    return tmp_path / "classes.sqlite3"
+
+
+def start_class_page() -> tuple[AppTest, str]:
+    at = page("class_teacher.py")
+    at.button(key="class_start").click().run()
+    code = next(m.value for m in at.markdown if m.value.startswith("### Code:")).split("`")[1]
+    return at, code
+
+
+def test_a_student_joins_from_the_link_answers_and_the_teacher_counts_it(class_db):
+    from app.classroom.store import ClassStore, StoreConfig
+
+    teacher, code = start_class_page()
+    assert [kind for kind, _ in in_order(teacher.main, [])].count("image") == 1  # the QR code
+    student = page("class_join.py", **{"class": code})
+    assert student.text_input(key="class_code_input").value == code
+    student.text_input(key="class_name_input").set_value("<img src=x onerror=alert(1)>")
+    student.button(key="class_join").click().run()
+    student.radio(key="class_pick_l1").set_value(2).run()
+    student.button(key="class_send_l1").click().run()
+    assert student.success[0].value.startswith("Sent: The regions rotate")
+    assert ClassStore(StoreConfig(class_db)).tally(code) == [0, 0, 1]
+    teacher.run()
+    assert "1 joined · 1 answered" in [c.value for c in teacher.caption]
+    names = teacher.dataframe[0].value  # a name is a table cell, never markup
+    assert names["name"].tolist() == ["<img src=x onerror=alert(1)>"]
+    assert not any("onerror" in m.value for m in teacher.markdown)
+    teacher.toggle(key="class_reveal_l1").set_value(True).run()
+    student.run()
+    assert any(i.value.startswith("Answer: **Nothing") for i in student.info)
+
+
+def test_a_wrong_or_strange_class_code_gets_one_clear_message(class_db):
+    student = page("class_join.py", **{"class": "<b>nope</b>"})
+    assert student.text_input(key="class_code_input").value == "BNOPEB"  # only letters and digits are kept
+    student.button(key="class_join").click().run()
+    assert student.error[0].value == "There is no class with the code BNOPEB. Check the code on the teacher's screen."
+
+
+def test_a_lesson_opened_by_the_teacher_opens_its_question_in_the_class(class_db):
+    from app.classroom.store import ClassStore, StoreConfig
+
+    at = AppTest.from_file(str(LEARN.parents[1] / "main.py"), default_timeout=30)
+    at.switch_page("views/learn/class_teacher.py").run()
+    at.button(key="class_start").click().run()
+    code = next(m.value for m in at.markdown if m.value.startswith("### Code:")).split("`")[1]
+    at.switch_page("views/learn/lesson_3_bias.py").run()
+    assert ClassStore(StoreConfig(class_db)).get_class(code).question == "l3"
+    assert any(c.value.startswith(f"Live class {code}: 0 answers") for c in at.caption)
