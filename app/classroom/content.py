@@ -99,8 +99,8 @@ NOTES: dict[str, Notes] = {
     ),
     "l6": Notes(
         "Open Token routing from here: find a token whose choice the bias flipped. Which layer balances worst?",
-        "Students often expect the real model to be perfectly balanced; the last logged batch still has a "
-        "MaxVio above 0, and it varies by layer.",
+        "Students often expect the real model to be perfectly balanced; the heatmap and MaxVio_batch show how "
+        "far each layer still is from uniform on its last logged batch.",
         10,
     ),
 }
