@@ -82,6 +82,12 @@ def _start() -> None:
     open_question(st.session_state.get("class_lesson", "l1"))
 
 
+def _end(code: str, token: str) -> None:
+    store().end_class(code, token)
+    st.session_state.pop(TEACHER_CODE, None)
+    st.query_params.pop("class", None)
+
+
 def _choose_lesson() -> None:
     open_question(st.session_state["class_lesson"])
 
@@ -89,6 +95,10 @@ def _choose_lesson() -> None:
 def teacher_panel() -> None:
     running = teacher_class()
     if running is None:
+        watched = normalise_code(st.query_params.get("class"))
+        if watched:  # e.g. the teacher's page reloaded: a new session, without the class's secret token
+            _class_view(watched, None)
+            return
         st.markdown(
             "Start a class and your students join from their phones with the code or the QR code: no accounts. "
             "They answer each lesson's question; you see how many chose each answer (names only from students "
@@ -96,7 +106,19 @@ def teacher_panel() -> None:
         )
         st.button("Start a class", type="primary", icon=":material/groups:", on_click=_start, key="class_start")
         return
-    code, token = running
+    if st.query_params.get("class") != running[0]:
+        st.query_params["class"] = running[0]  # a reload of this page still shows the class (read-only)
+    _class_view(*running)
+
+
+def _class_view(code: str, token: str | None) -> None:
+    """Code, QR code, link and the live tally; with the teacher's token also the question, reveal and names."""
+    try:
+        info = store().get_class(code)
+    except ClassError as err:
+        st.error(str(err))  # the code in it is A-Z and 0-9 only
+        st.button("Start a class", type="primary", icon=":material/groups:", on_click=_start, key="class_start")
+        return
     link = join_link(code)
     left, right = st.columns([1, 2])
     with left:
@@ -104,23 +126,29 @@ def teacher_panel() -> None:
         st.image(qr_png(link), caption="Scan to join", width=240)
         st.code(link, language=None)
     with right:
-        info = store().get_class(code)
-        lessons = list(content.QUESTIONS)
-        st.session_state["class_lesson"] = info.question or st.session_state.get("class_lesson", "l1")
-        st.selectbox(
-            "Question from lesson",
-            lessons,
-            key="class_lesson",
-            format_func=LESSON_TITLES.get,
-            on_change=_choose_lesson,
-        )
+        if token is None:
+            st.info(
+                "This browser session did not start the class, so it shows the counts only: choosing the "
+                "question, revealing the answer and students' names stay with the session that started it."
+            )
+        else:
+            st.session_state["class_lesson"] = info.question or st.session_state.get("class_lesson", "l1")
+            st.selectbox(
+                "Question from lesson",
+                list(content.QUESTIONS),
+                key="class_lesson",
+                format_func=LESSON_TITLES.get,
+                on_change=_choose_lesson,
+            )
         live_tally(code, token)
-    st.button("End the class", key="class_end", on_click=lambda: store().end_class(code, token))
+    if token is not None:
+        st.button("End the class", key="class_end", on_click=_end, args=(code, token))
 
 
 @st.fragment(run_every=TALLY_EVERY_S)
-def live_tally(code: str, token: str) -> None:
-    """The current question, its tally (counts only) and the reveal switch; reruns on its own every few seconds."""
+def live_tally(code: str, token: str | None) -> None:
+    """The current question and its tally (counts only); for the teacher (`token`) also the reveal switch and the
+    names students chose to give. Reruns on its own every few seconds."""
     try:
         info = store().get_class(code)
     except ClassError as err:
@@ -138,12 +166,14 @@ def live_tally(code: str, token: str) -> None:
         key="class_tally",
         config={"displayModeBar": False},
     )
-    reveal = st.toggle("Reveal the answer", value=info.revealed, key=f"class_reveal_{info.question}")
-    if reveal != info.revealed:
-        store().reveal(code, token, reveal)
+    reveal = info.revealed
+    if token is not None:
+        reveal = st.toggle("Reveal the answer", value=info.revealed, key=f"class_reveal_{info.question}")
+        if reveal != info.revealed:
+            store().reveal(code, token, reveal)
     if reveal:
         st.success(f"**{question.options[question.answer]}**. {question.explanation}")
-    names = store().names(code)
+    names = store().names(code) if token is not None else []
     if names:
         with st.expander(f"Names given by students ({len(names)})"):
             table = pd.DataFrame([(n, question.options[o]) for n, o in names], columns=["name", "answer"])

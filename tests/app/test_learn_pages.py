@@ -402,6 +402,22 @@ def test_a_student_joins_from_the_link_answers_and_the_teacher_counts_it(class_d
     assert any(i.value.startswith("Answer: **Nothing") for i in student.info)
 
 
+def test_a_reloaded_teacher_page_shows_counts_but_not_names_or_controls(class_db):
+    teacher, code = start_class_page()
+    assert teacher.query_params["class"] == code
+    student = page("class_join.py", **{"class": code})
+    student.text_input(key="class_name_input").set_value("Ada")
+    student.button(key="class_join").click().run()
+    student.radio(key="class_pick_l1").set_value(0).run()
+    student.button(key="class_send_l1").click().run()
+    fresh = page("class_teacher.py", **{"class": code})  # a new session: anyone with the link
+    assert "1 joined · 1 answered" in [c.value for c in fresh.caption]
+    assert "did not start the class" in fresh.info[0].value
+    assert not fresh.toggle and not fresh.dataframe and not fresh.selectbox
+    teacher.button(key="class_end").click().run()
+    assert "class" not in teacher.query_params and teacher.button(key="class_start")
+
+
 def test_a_wrong_or_strange_class_code_gets_one_clear_message(class_db):
     student = page("class_join.py", **{"class": "<b>nope</b>"})
     assert student.text_input(key="class_code_input").value == "BNOPEB"  # only letters and digits are kept
