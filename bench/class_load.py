@@ -165,8 +165,10 @@ def main() -> None:
     ap.add_argument("--students", type=int, default=30)
     ap.add_argument("--answers", type=int, default=3, help="answers each student sends (the last one counts)")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     r = asyncio.run(run(args))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     print(f"{args.students} students x {args.answers} answers, all at once, in {r['class_s']:.1f} s")
     print("| quantity | value |\n|---|---|")
     print(f"| answers in the store (expected) | {sum(r['tally'])} ({sum(r['expected'])}), per option {r['tally']} |")

@@ -344,6 +344,11 @@ def for_projector(fig: go.Figure, height: int | None = None) -> go.Figure:
     fig.update_xaxes(**axis)
     fig.update_yaxes(**axis)
     fig.update_annotations(font_size=PROJECTOR["font"] - 2)
+    for note in fig.layout.annotations:  # the router's weight arrows are annotations
+        if note.showarrow is not False and note.arrowwidth:
+            note.arrowwidth = note.arrowwidth * PROJECTOR["line"]
+    for shape in fig.layout.shapes:  # mean and threshold lines, step markers
+        shape.line.width = (shape.line.width or 2) * PROJECTOR["line"]
     lines = (fig.layout.title.text or "").count("<br>") + 1  # a subtitle needs room above the plot
     fig.update_layout(margin=dict(t=max(fig.layout.margin.t or 0, 30 + 32 * lines)))
     for trace in fig.data:

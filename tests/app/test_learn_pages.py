@@ -343,12 +343,17 @@ def test_tally_figure_counts_and_marks_the_answer():
 def test_for_projector_scales_text_and_lines_without_touching_the_original():
     import numpy as np
 
-    from analysis import figures
+    from analysis import figures, teaching
 
     fig = figures.lessons.maxvio_figure({"u = 0.001": np.array([1.0, 0.5])})
     big = figures.lessons.for_projector(fig, height=400)
     assert big.layout.font.size == figures.lessons.PROJECTOR["font"] and big.layout.height == 400
     assert big.data[0].line.width > 2 and fig.data[0].line.width is None and fig.layout.height == 360
+    assert big.layout.xaxis.tickfont.size == figures.lessons.PROJECTOR["tick"]
+    assert big.layout.shapes[0].line.width > 2  # the dashed target line
+    regions = teaching.decision_regions(teaching.default_weights(), np.zeros(4), "sigmoid", 1.0, 11)
+    arrows = figures.lessons.for_projector(figures.lessons.regions_figure(regions, "top1", teaching.default_weights()))
+    assert all(a.arrowwidth == 3 * figures.lessons.PROJECTOR["line"] for a in arrows.layout.annotations)
 
 
 def test_gate_step_panels_are_four_figures_with_the_chosen_outlined():
