@@ -39,7 +39,7 @@ from moe_core.paths import default_run_path  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-TIMEOUT = 180_000  # ms: 30 phones on 2 cores are slow, never wrong
+TIMEOUT = 600_000  # ms: 30 phones on 2 shared cores are slow, which is not what this measures
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -51,6 +51,10 @@ def memory_kb(pid: int) -> dict[str, int]:
     return fields
 
 
+def expected_answers(results) -> list[int]:
+    return [1 for option, _ in results if option is not None]
+
+
 def free_port() -> int:
     import socket
 
@@ -59,8 +63,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def student(browser, link: str, i: int, answers: int, lag: dict) -> tuple[int, float]:
-    """Join from a phone and send `answers` answers; returns (last option, seconds from open to last sent)."""
+async def student(browser, link: str, i: int, answers: int, lag: dict) -> tuple[int | None, float]:
+    """Join from a phone and send `answers` answers; returns (last option the page confirmed, seconds from open
+    to the last one sent). A client that times out keeps its last confirmed answer (None if none)."""
+    try:
+        return await _student(browser, link, i, answers, lag)
+    except Exception as err:  # noqa: BLE001 - a browser that gave up: reported, not hidden
+        print(f"student {i}: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return lag.get(("confirmed", i)), float("nan")
+
+
+async def _student(browser, link: str, i: int, answers: int, lag: dict) -> tuple[int, float]:
     options = QUESTIONS["l1"].options
     ctx = await browser.new_context(viewport={"width": 400, "height": 800})
     page = await ctx.new_page()
@@ -75,6 +88,7 @@ async def student(browser, link: str, i: int, answers: int, lag: dict) -> tuple[
         await page.get_by_text(options[option], exact=True).click(timeout=TIMEOUT)
         await page.get_by_role("button", name="Send my answer").click(timeout=TIMEOUT)
         await page.get_by_text("Sent: " + options[option]).wait_for(timeout=TIMEOUT)
+        lag[("confirmed", i)] = option
     lag["last_sent"] = max(lag.get("last_sent", 0.0), time.perf_counter())
     return option, time.perf_counter() - start
 
@@ -114,6 +128,7 @@ async def run(args) -> dict:
             async def reload_teacher() -> list[float]:
                 times = []  # the teacher's page opened afresh while the class answers: until its tally is drawn
                 while not done.is_set():
+                    await asyncio.sleep(5)  # a teacher who reloads now and then, not a load generator
                     page = await watcher_ctx.new_page()
                     t0 = time.perf_counter()
                     await page.goto(f"{url}/class_teacher?class={code}", timeout=TIMEOUT)
@@ -132,20 +147,23 @@ async def run(args) -> dict:
             done.set()
             reload_times = await watcher
             out["class_s"] = time.perf_counter() - t0
-            want = f"{args.students} joined · {args.students} answered"
+            want = f" · {sum(expected_answers(results))} answered"  # what the confirmed answers should show
             await teacher.get_by_text(want).wait_for(timeout=TIMEOUT)
             out["tally_lag_s"] = time.perf_counter() - lag["last_sent"]
             expected = [0] * len(QUESTIONS["l1"].options)
             for option, _ in results:
-                expected[option] += 1
+                if option is not None:
+                    expected[option] += 1
+            finished = [s for _, s in results if s == s]  # NaN: a client that timed out
             tally = ClassStore(StoreConfig(db)).tally(code)
             out.update(
                 tally=tally,
                 expected=expected,
                 lost=sum(expected) - sum(tally),
                 correct=tally == expected,
-                student_s=statistics.median(s for _, s in results),
-                student_max_s=max(s for _, s in results),
+                student_s=statistics.median(finished),
+                student_max_s=max(finished),
+                clients_failed=len(results) - len(finished),
                 teacher_reload_s=statistics.median(reload_times) if reload_times else float("nan"),
                 teacher_reload_max_s=max(reload_times, default=float("nan")),
                 teacher_reloads=len(reload_times),
@@ -173,6 +191,7 @@ def main() -> None:
     print("| quantity | value |\n|---|---|")
     print(f"| answers in the store (expected) | {sum(r['tally'])} ({sum(r['expected'])}), per option {r['tally']} |")
     print(f"| lost answers | {r['lost']} |")
+    print(f"| clients that timed out (their confirmed answers still counted) | {r['clients_failed']} |")
     print(f"| tally equals the students' last choices | {'yes' if r['correct'] else 'NO'} |")
     print(
         f"| student: open link → last answer sent, median (max) | {r['student_s']:.1f} s ({r['student_max_s']:.1f} s) |"
