@@ -128,7 +128,7 @@ async def run(args) -> dict:
             async def reload_teacher() -> list[float]:
                 times = []  # the teacher's page opened afresh while the class answers: until its tally is drawn
                 while not done.is_set():
-                    await asyncio.sleep(5)  # a teacher who reloads now and then, not a load generator
+                    await asyncio.sleep(20)  # a teacher who reloads now and then, not a load generator
                     page = await watcher_ctx.new_page()
                     t0 = time.perf_counter()
                     await page.goto(f"{url}/class_teacher?class={code}", timeout=TIMEOUT)
