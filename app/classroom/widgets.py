@@ -23,7 +23,7 @@ TEACHER_KEY, TEACHER_CODE = "class_teacher_token", "class_teacher_code"
 STUDENT_KEY, STUDENT_CODE = "class_student_token", "class_student_code"
 JOIN_PAGE = "class_join"  # the students' page url_path (app/main.py)
 TALLY_EVERY_S = 2.0  # the teacher's tally refreshes this often
-STUDENT_EVERY_S = 3.0  # a phone looks for a new question this often
+STUDENT_EVERY_S = 5.0  # a phone looks for a new question this often (30 phones: 6 small reruns a second)
 LESSON_TITLES = {f"l{i + 1}": title for i, (_, title, _) in enumerate(LESSONS)}
 
 
