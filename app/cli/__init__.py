@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("app.cli.record", "record the routing of a large corpus into a routing dataset (resumable)"),
     "report": ("app.cli.report", "write a self-contained HTML routing report"),
     "app": ("app.cli.app", "open the Streamlit app"),
+    "import": ("app.cli.import_trace", "import routing traces of Megatron-LM, vLLM or SGLang into a dataset"),
+    "ablate": ("app.cli.ablate", "remove experts and print the change of next-token loss per domain"),
+    "stats": ("app.cli.stats", "per-layer routing statistics of a routing dataset (out of core, DuckDB)"),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.dataset import workers
 from analysis.dataset.record import RecordConfig, record_dataset
 from analysis.hf import DTYPES
 from app.cli.model_source import open_run
@@ -57,20 +58,27 @@ def run_record(args: argparse.Namespace) -> int:
     config = RecordConfig(
         batch_tokens=args.batch_tokens, shard_tokens=args.shard_tokens, max_hidden=args.sample, steps=args.step
     )
+    team = workers.workers_from_env()  # torchrun's RANK / WORLD_SIZE: this process records every world-th shard
+    if team.on and args.hf:
+        args.hf_device = team.device(args.hf_device)  # "auto"/"cuda" -> this machine's GPU LOCAL_RANK
     source = open_source(args)
+    workers.start(team, args.out, args.resume)
     try:
         result = record_dataset(
             source,
             args.inputs,
             args.out,
             config,
-            resume=args.resume,
-            progress=not args.no_progress,
+            resume=args.resume or team.on,  # start() checked the folder; every worker opens it as a resume
+            worker=team.rank,
+            n_workers=team.world,
+            progress=not args.no_progress and team.main,
             log=lambda line: print(line, file=sys.stderr),
         )
     except KeyboardInterrupt:
         print(f"{args.out}: finished shards are kept; the same command with --resume continues", file=sys.stderr)
         raise
-    if result.status != "already complete":
+    workers.finish(team, args.out, log=lambda line: print(line, file=sys.stderr))  # rank 0 merges all logs
+    if result.status != "already complete" and team.main:
         print(f"wrote {result.out}")
     return 0

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from analysis import figures, tables
-from app import cache, downloads, session, uploads
+from app import cache, downloads, session, uploads, what_if_panel
 
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
@@ -107,3 +107,4 @@ if trace.scores is not None:
 
 st.subheader("Download the trace")
 downloads.trace_downloads(trace)
+what_if_panel.show(source, step, docs)  # what-if routing controls (app/what_if_panel.py)
