@@ -200,17 +200,22 @@ def sentences(rows: list[dict], ends: np.ndarray, values: dict[str, np.ndarray])
     ppl = {k: v["val_ppl"] for k, v in st.items()}
     tail = {k: v["maxvio_batch_tail"][0] for k, v in st.items()}
     af = g["aux_free_u1e-3"]
-    n_seeds = sorted({v["seeds"] for v in st.values()})
-    seeds = f"{_span(n_seeds, 'd')} seed{'s' if max(n_seeds) > 1 else ''}"
+    n_af = st["aux_free_u1e-3"]["seeds"]
     later = values["aux_free_u1e-2"][2:]
-    lo_ppl, hi_ppl = min(ppl, key=lambda k: ppl[k][0]), max(ppl, key=lambda k: ppl[k][0])
+    several = [k for k in ppl if st[k]["seeds"] > 1]  # only these have a std to compare against
+    single = [k for k in ppl if st[k]["seeds"] == 1]
+    pool = several or list(ppl)
+    lo_ppl, hi_ppl = min(pool, key=lambda k: ppl[k][0]), max(pool, key=lambda k: ppl[k][0])
     gap, se = ppl[hi_ppl][0] - ppl[lo_ppl][0], _se_diff(st[hi_ppl], st[lo_ppl], "val_ppl")
     lowest_tail = min(tail, key=tail.get)
     wins = all(af < g[k] for k in ("none", "switch_a1e-3", "switch_a1e-2"))
     if not np.isfinite(se):
         verdict = "**Perplexity: one seed per strategy cannot tell the strategies apart.**"
     elif gap > 2 * se:
-        verdict = f"**Perplexity: the extremes differ by more than 2 standard errors ({2 * se:.2f}).**"
+        verdict = (
+            f"**Perplexity: the extremes differ by more than 2 standard errors ({2 * se:.2f})** — the largest of "
+            f"{len(several) * (len(several) - 1) // 2} pairwise gaps, so not a corrected test."
+        )
     else:
         verdict = f"**Perplexity: no difference we can resolve** (2 standard errors of the gap: {2 * se:.2f})."
     sds = [v[1] for v in ppl.values() if np.isfinite(v[1])]
@@ -226,7 +231,8 @@ def sentences(rows: list[dict], ends: np.ndarray, values: dict[str, np.ndarray])
     return [
         ("**Balance: the aux-loss-free bias wins clearly.** " if wins else "**Balance.** ")
         + f"u = 1e-3 ends at MaxVio_global {_pm(st['aux_free_u1e-3']['maxvio_global'], '.3f')} (mean ± sample "
-        f"std over {seeds}), {g['none'] / af:.0f}× below no balancing ({g['none']:.2f}) and "
+        f"std over its {n_af} seed{'s' if n_af > 1 else ''}), {g['none'] / af:.0f}× below no balancing "
+        f"({g['none']:.2f}) and "
         f"{g['switch_a1e-2'] / af:.0f}× below the stronger Switch loss (α = 1e-2: {g['switch_a1e-2']:.2f}); the "
         f"weaker Switch loss (α = 1e-3) ends at {g['switch_a1e-3']:.2f}.",
         f"**The update rate** (seed 0's MaxVio_batch along training): u = 1e-4 falls from "
@@ -236,9 +242,17 @@ def sentences(rows: list[dict], ends: np.ndarray, values: dict[str, np.ndarray])
         f"but from step {ends[2]} on stays at {_span(later, '.2f')}; over the last 10 % of steps, averaged over "
         f"seeds, {lowest_tail} has the lowest MaxVio_batch ({tail[lowest_tail]:.3f}; u = 1e-2: "
         f"{tail['aux_free_u1e-2']:.3f}, u = 1e-4: {tail['aux_free_u1e-4']:.3f}).",
-        f"{verdict} The seven strategies' mean validation PPL lie between {ppl[lo_ppl][0]:.2f} ({lo_ppl}) and "
+        f"{verdict} The mean validation PPL of the {len(pool)} strategies with "
+        f"{'more than one seed' if several else 'one seed'} lie between {ppl[lo_ppl][0]:.2f} ({lo_ppl}) and "
         f"{ppl[hi_ppl][0]:.2f} ({hi_ppl}), a gap of {gap:.2f}"
         + (f"; the seed-to-seed sample std of a strategy is {_span(sds, '.2f')}" if sds else "")
+        + (
+            f"; {', '.join(single)} ({', '.join(f'{ppl[k][0]:.2f}' for k in single)}) "
+            f"{'has' if len(single) == 1 else 'have'} one seed, no std, and {'is' if len(single) == 1 else 'are'} "
+            "not compared"
+            if several and single
+            else ""
+        )
         + f". No balancing ends at {ppl['none'][0]:.2f} and u = 1e-3 at {ppl['aux_free_u1e-3'][0]:.2f}.",
         f"Adding DeepSeek-V3's sequence-wise loss (α = 1e-4) to the bias rule: MaxVio_global "
         f"{seq['maxvio_global'][0]:.3f} vs {base['maxvio_global'][0]:.3f}, PPL {seq['val_ppl'][0]:.2f} vs "
