@@ -46,6 +46,21 @@ def routing_summary(routing: pd.DataFrame) -> pd.Series:
     return pd.Series([", ".join(v) for v in texts.values()], index=index, dtype=object)
 
 
+def routing_arrays(tokens: pd.DataFrame, routing: pd.DataFrame, n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(experts, weights), each (T, L, K), of the T tokens of `tokens` (in their order): the expert chosen at
+    rank k in layer l and its gate weight; -1 and 0 where `routing` has no row for that (token, layer, rank)."""
+    rows = tokens.index.to_numpy()
+    r = routing[routing["token_row"].isin(rows)]
+    K = int(r["rank"].max()) + 1 if len(r) else 1
+    experts = np.full((len(rows), n_layers, K), -1, dtype=np.int16)
+    weights = np.zeros((len(rows), n_layers, K), dtype=np.float32)
+    at = (np.argsort(rows)[np.searchsorted(rows, r["token_row"].to_numpy(), sorter=np.argsort(rows))],
+          r["layer"].to_numpy().astype(np.int64), r["rank"].to_numpy().astype(np.int64))  # fmt: skip
+    experts[at] = r["expert"].to_numpy()
+    weights[at] = r["weight"].to_numpy()
+    return experts, weights
+
+
 def routing_steps_table(
     scores_E: np.ndarray,
     bias_E: np.ndarray,
@@ -152,9 +167,13 @@ def top_tokens_table(tokens: pd.DataFrame, routing: pd.DataFrame, layer: int, n:
 def domain_share_ratio(trace: RoutingTrace, layer: int) -> pd.DataFrame:
     """(labels x E) `specialization.domain_specialization` ratio at `layer`: the share of a label's tokens
     routed to expert i divided by the uniform K/E, ratio[d, i] = E * count(d, i) / (K * tokens of d)."""
-    table = specialization.domain_specialization(trace.routing, trace.tokens, trace.n_experts)
-    table = table[table["layer"] == layer]
-    return table.pivot(index="label", columns="expert", values="ratio")
+    return ratio_pivot(specialization.domain_specialization(trace.routing, trace.tokens, trace.n_experts), layer)
+
+
+def ratio_pivot(cells: pd.DataFrame, layer: int) -> pd.DataFrame:
+    """(labels x E) ratio at `layer` of `specialization.domain_specialization` cells (one row per layer, label,
+    expert)."""
+    return cells[cells["layer"] == layer].pivot(index="label", columns="expert", values="ratio")
 
 
 # ---------------------------------------------------------------- training history

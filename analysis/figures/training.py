@@ -184,3 +184,31 @@ def balance_curves(history: pd.DataFrame) -> go.Figure:
             fig.add_trace(go.Scatter(x=steps, y=maxvio[:, l], mode="lines", name=f"layer {l}"))
     fig.update_layout(xaxis_title="step", yaxis_title="MaxVio_batch", height=350, margin=dict(t=20))
     return fig
+
+
+def run_figures(
+    name: str,
+    history: pd.DataFrame,
+    eval_history: pd.DataFrame | None,
+    layer: int,
+    smooth: float = 0.0,
+    log_y: bool = False,
+    log_vio: bool = True,
+    marker_step: int | None = None,
+) -> dict[str, go.Figure]:
+    """One run's curves, in reading order, each under its key: loss (training loss), vio (MaxVio_batch at
+    `layer`, its own log switch `log_vio`: early spikes set no scale), val (validation loss) and aux (auxiliary
+    losses); a curve the run did not log is left out."""
+    at = dict(smooth=smooth, marker_step=marker_step)
+    out = {}
+    if "loss" in history:
+        out["loss"] = run_curves({name: (history["step"].to_numpy(), history["loss"].to_numpy())}, "Training loss",
+                                 "loss", log_y=log_y, **at)  # fmt: skip
+    vio = {name: tables.maxvio_series(history, layer)}
+    out["vio"] = run_curves(vio, f"MaxVio_batch, layer {layer}", "MaxVio_batch", log_y=log_vio, **at)
+    if eval_history is not None and "val_loss" in eval_history:
+        val = {name: (eval_history["step"].to_numpy(), eval_history["val_loss"].to_numpy())}
+        out["val"] = run_curves(val, "Validation loss", "val loss", log_y=log_y, **at)
+    if aux := tables.aux_series(history):
+        out["aux"] = run_curves(aux, "Auxiliary losses", "loss", log_y=log_y, **at)
+    return out

@@ -9,15 +9,12 @@ from app import cache, downloads, session
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
 source, step = session.require_source(need_model=False)
-path = source.path
-runs = cache.discover_sources()
-names = {p: n for n, p in runs.items()}
-name = names.get(path, source.name)
+name = {p: n for n, p in cache.discover_sources().items()}.get(source.path, source.name)
 st.title("Training dynamics")
 if not source.capabilities.history:
     st.info(f"This source has no training history. {source.capabilities.history.reason}")
     st.stop()
-hist, evals = cache.histories(path)
+hist, evals = cache.histories(source.path)
 if hist is None or hist.empty:
     st.info("This run has no training history yet.")
     st.stop()
@@ -29,7 +26,6 @@ layer = c1.selectbox("MoE layer", range(L), key="td_layer")
 smooth = c2.slider("Smoothing (EMA)", 0.0, 0.99, 0.8, key="td_smooth", help="Per training step, every curve; 0 = raw")
 log_y = c3.toggle("Log y", key="td_log", help="Losses, shares and biases")
 log_vio = c4.toggle("Log y: MaxVio", True, key="td_log_vio", help="On by default: early spikes set no scale")
-at = dict(smooth=smooth, marker_step=step)
 if len(all_steps := source.steps()) > 1 and step is not None:
     st.session_state["td_ckpt"] = step  # follow the sidebar; moving this slider moves the sidebar too
     st.select_slider("Step", all_steps, key="td_ckpt", on_change=session.copy_key, args=("td_ckpt", session.KEY_STEP),
@@ -37,33 +33,10 @@ if len(all_steps := source.steps()) > 1 and step is not None:
 if step is not None:
     st.caption(f"Run **{name}**. The dotted line marks step {step}, chosen here or in the sidebar.")
 
-loss = {name: (hist["step"].to_numpy(), hist["loss"].to_numpy())} if "loss" in hist else {}
-c1, c2 = st.columns(2)
-c1.plotly_chart(
-    figures.training.run_curves(loss, "Training loss", "loss", log_y=log_y, **at),
-    key="td_loss",
-    config=config,
-)
-vio = {name: tables.maxvio_series(hist, layer)}
-title = f"MaxVio_batch, layer {layer}"
-c2.plotly_chart(
-    figures.training.run_curves(vio, title, "MaxVio_batch", log_y=log_vio, **at),
-    key="td_vio",
-    config=config,
-)
-if evals is not None and "val_loss" in evals:
-    val = {name: (evals["step"].to_numpy(), evals["val_loss"].to_numpy())}
-    c1.plotly_chart(
-        figures.training.run_curves(val, "Validation loss", "val loss", log_y=log_y, **at),
-        key="td_val",
-        config=config,
-    )
-if aux := tables.aux_series(hist):
-    c2.plotly_chart(
-        figures.training.run_curves(aux, "Auxiliary losses", "loss", log_y=log_y, **at),
-        key="td_aux",
-        config=config,
-    )
+columns = st.columns(2)
+curves = figures.training.run_figures(name, hist, evals, layer, smooth, log_y, log_vio, marker_step=step)
+for n, (key, fig) in enumerate(curves.items()):  # loss and validation left, MaxVio and aux losses right
+    columns[n % 2].plotly_chart(fig, key=f"td_{key}", config=config)
 downloads.download_csv(lambda: tables.history_table(hist), "history.csv", "Download the whole history (CSV)")
 
 st.subheader(f"Experts at layer {layer}")
@@ -75,7 +48,7 @@ highlight = st.multiselect("Experts in colour", range(E), tables.top_bottom_expe
 st.caption("Preset: the 2 experts with the largest and the 2 with the smallest share of routings at the last "
            "logged step. Click a legend entry to hide a line; double-click to show it alone.")  # fmt: skip
 c1, c2 = st.columns(2)
-ex = dict(highlight=highlight or None, log_y=log_y, **at)
+ex = dict(highlight=highlight or None, log_y=log_y, smooth=smooth, marker_step=step)
 c1.plotly_chart(figures.training.load_share_curves(hist, layer, **ex), key="td_share", config=config)
 c2.plotly_chart(figures.training.bias_curves(hist, layer, **ex), key="td_bias", config=config)
 if E:
@@ -104,9 +77,8 @@ if trace is not None:
     c1.plotly_chart(figures.heatmaps.load_heatmap(load_LE), key="td_load", config=config)
     spec = cache.specialization_tables(cache.trace_key(source, step, trace), trace)
     if spec is not None and layer < trace.n_layers:
-        cells = spec[0][spec[0]["layer"] == layer]
-        c2.plotly_chart(figures.heatmaps.specialization_heatmap(cells.pivot(index="label", columns="expert",
-                        values="ratio")), key="td_spec", config=config)  # fmt: skip
+        ratio = tables.ratio_pivot(spec[0], layer)
+        c2.plotly_chart(figures.heatmaps.specialization_heatmap(ratio), key="td_spec", config=config)
     st.page_link(session.page_path("heatmaps"), label=f"More views of step {step} on Expert heatmaps", icon="➡️")
 
 st.page_link(session.page_path("compare"), label="Compare this run with others (final numbers, overlays)", icon="➡️")

@@ -45,15 +45,20 @@ def test_legend_html_counts():
 
 def test_token_layer_grid(tiny_routing):
     _, tokens, routing = tiny_routing
-    fig = figures.routing.token_layer_grid(tokens, routing, n_layers=2, n_experts=3)
+    fig = figures.routing.token_layer_grid(tokens, routing, n_layers=2, n_experts=3, selected=(1, 1))
+    assert len(fig.data) == 1  # one heatmap: no marker per cell
     hm = fig.data[0]
     assert np.array_equal(np.asarray(hm.z), [[2, 0, 1], [1, 1, 0]])
     assert hm.zmin == -0.5 and hm.zmax == 2.5
-    clicks = fig.data[1]  # invisible points that carry the hover and make cells clickable
-    assert clicks.type == "scatter" and list(clicks.x) == [0, 1, 2, 0, 1, 2] and list(clicks.y) == [0, 0, 0, 1, 1, 1]
-    hover = np.asarray(clicks.hovertext).reshape(2, 3)
-    assert "E2 0.70, E0 0.30" in hover[0, 0]
-    assert "&lt;script&gt;" in hover[0, 2] and "<script>" not in hover[0, 2]
+    custom = np.asarray(hm.customdata)  # (L, T, 2K): experts by rank, then their gate weights
+    assert custom.shape == (2, 3, 4) and list(custom[0, 0]) == pytest.approx([2, 0, 0.7, 0.3])
+    assert list(custom[1, 2]) == pytest.approx([0, 1, 0.55, 0.45])
+    assert "E%{customdata[0]} %{customdata[2]:.2f}, E%{customdata[1]} %{customdata[3]:.2f}" in hm.hovertemplate
+    text = np.asarray(hm.text)
+    assert text.shape == (2, 3) and "&lt;script&gt;" in text[0, 2] and "<script>" not in text[0, 2]
+    assert fig.layout.meta == figures.routing.GRID_META  # what CLICK_JS hooks its cell clicks on
+    (box,) = [s for s in fig.layout.shapes if s.line.color == "#000000"]  # the selected cell, outlined
+    assert (box.x0, box.x1, box.y0, box.y1) == (0.5, 1.5, 0.5, 1.5)
 
 
 def test_routing_steps_figure():

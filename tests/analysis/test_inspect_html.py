@@ -19,13 +19,26 @@ def test_tokens_carry_index_tip_and_selection(tiny_routing):
     assert "moe-sel" not in figures.routing.colored_text_html(text, tokens, top1, 3)
 
 
-def test_tooltip_css_shows_on_hover_focus_and_selection():
+def test_tooltip_css_shows_on_hover_and_focus_not_on_the_selection():
+    """The selected token keeps its ring but no tooltip (its details stand in the page's panel): a tooltip that
+    stayed open covered the next line of text."""
     css = figures.routing.TOKEN_CSS
-    for trigger in ("[data-tip]:hover::after", "[data-tip]:focus-visible::after", ".moe-sel::after"):
+    for trigger in ("[data-tip]:hover::after", "[data-tip]:focus-visible::after"):
         assert trigger in css
+    assert ".moe-sel:hover::after,.moe-tokens .moe-sel:focus-visible::after{content:none}" in css  # after the rule
+    assert css.index("{content:none}") > css.index("content:attr(data-tip)") and ".moe-changed{" in css
     assert "content:attr(data-tip)" in css
     js = figures.routing.CLICK_JS
     assert 'setTriggerValue("token"' in js and 'setTriggerValue("expert"' in js and "removeEventListener" in js
+    assert '"cell", { token: Number(p.x), layer: Number(p.y) }' in js and figures.routing.GRID_META in js
+
+
+def test_changed_tokens_are_marked(tiny_routing):
+    text, tokens, routing = tiny_routing
+    top1 = tables.top1_table(routing, 0)
+    html = figures.routing.colored_text_html(text, tokens, top1, 3, selected=2, marked=[0, 2])
+    assert re.findall(r'data-token="(\d+)"[^>]*class="([^"]*)"', html) == [("0", "moe-changed"),
+                                                                           ("2", "moe-sel moe-changed")]
 
 
 def test_legend_chips_link_to_the_expert_profile():
@@ -40,6 +53,7 @@ def test_quotes_in_grid_hovers_are_escaped_once(tiny_routing):
     """plotly decodes &#34; but shows a named &quot; as it is: the token " must not reach the hover as &quot;."""
     _, tokens, routing = tiny_routing
     tokens = tokens.assign(token_text=['"', "'", "a"])
-    hover = figures.routing.token_layer_grid(tokens, routing, 2, 3).data[1].hovertext
-    assert "&quot;" not in "".join(hover) and "&#x27;" not in "".join(hover)
-    assert "<b>&#34;</b>" in hover[0] and "<b>&#39;</b>" in hover[1]
+    text = figures.routing.token_layer_grid(tokens, routing, 2, 3).data[0].text
+    shown = "".join(text[0])
+    assert "&quot;" not in shown and "&#x27;" not in shown
+    assert text[0][0] == "&#34;" and text[0][1] == "&#39;"

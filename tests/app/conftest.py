@@ -108,3 +108,10 @@ def app_env(tiny_run, monkeypatch, tmp_path):
     monkeypatch.setenv("MOE_EXPLORER_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MOE_EXPLORER_WARM_UMAP", "0")  # no minute-long numba compile in the background
     return tiny_run
+
+
+def token_html(at) -> str:
+    """The coloured-token HTML a Token routing page shows: the data of its `moe_token_text` components (drawn by
+    the browser's HTML parser, app/routing_ui.py), one text after another."""
+    parts = [c.proto.json for c in at.get("bidi_component") if c.proto.component_name == "moe_token_text"]
+    return "\n".join(json.loads(p).get("html", "") for p in parts)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from analysis import sources
 from app import cache, session, uploads
 from scripts.balancing_study import STRATEGIES
-from tests.app.conftest import ROOT
+from tests.app.conftest import ROOT, token_html
 
 XSS = "<script>alert(1)</script>"
 PAGES = ["overview", "token_routing", "heatmaps", "training", "compare", "geometry", "expert", "train"]
@@ -28,7 +28,7 @@ def open_page(entry: str, page: str | None = None, **query) -> AppTest:
 
 
 def markdown_html(at: AppTest) -> str:
-    return "\n".join(m.value for m in at.markdown if "moe-tokens" in m.value)
+    return token_html(at)  # the coloured text: a component's HTML, not Markdown
 
 
 def shown_text(html: str) -> str:

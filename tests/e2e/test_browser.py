@@ -43,7 +43,9 @@ def test_paste_text_and_select_points(server, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=False)
 
-        grid = page.locator("[data-testid='stPlotlyChart']").first.locator(".nsewdrag").first.bounding_box()
+        drag = page.locator("[data-testid='stPlotlyChart']").first.locator(".nsewdrag").first
+        drag.scroll_into_view_if_needed()  # below the selected token's panel
+        grid = drag.bounding_box()
         page.mouse.click(grid["x"] + grid["width"] * 0.5, grid["y"] + grid["height"] * 0.25)  # a cell mid-text
         settle(page)
         picked = int(page.locator("input[aria-label^='Token index']").input_value())

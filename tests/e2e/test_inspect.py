@@ -1,8 +1,9 @@
 """Click-to-inspect and the expert profile in a real browser (Playwright + Debian chromium, the tiny run).
 
-A click on a token in the coloured text selects it (ringed, its steps named below); a grid cell selects its
-token and its layer; the tooltip is CSS (no title attribute) and shows on a phone-sized screen; a legend chip
-opens that expert's profile in the same session (the pasted text is still there when coming back).
+A click on a token in the coloured text selects it (ringed, its details in the panel below the text, its router
+steps drawn); a grid cell selects its token and its layer; the tooltip is CSS (no title attribute), shows on
+hover and never stays open on the selected token (on a phone-sized touch screen too); a legend chip opens that
+expert's profile in the same session (the pasted text is still there when coming back).
 Screenshots go to the test's tmp folder (MOE_EXPLORER_SHOTS=DIR keeps them there).
 """
 
@@ -41,6 +42,11 @@ def step_line(page) -> str:
     return page.locator("[data-testid='stText']", has_text=re.compile(r"^Token \d+: ")).first.inner_text()
 
 
+def after(locator) -> str:
+    """The CSS tooltip of a token as drawn now ("none" when there is none)."""
+    return locator.evaluate("e => getComputedStyle(e, '::after').content")
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
 def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
@@ -50,22 +56,42 @@ def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
         route_text(page, server)
         tokens = page.locator(".moe-tokens span[data-token]")
         assert tokens.count() > 10 and page.locator(".moe-tokens [title]").count() == 0  # no browser tooltip
+        charts = page.locator("[data-testid='stMain'] [data-testid='stPlotlyChart']")
+        charts.first.locator(".main-svg").first.wait_for(timeout=30_000)
+        assert charts.count() == 1  # the grid; the router steps wait for a token to be picked
         target = tokens.nth(6)
         index = target.get_attribute("data-token")
         target.click()
         settle(page)
-        assert page.locator(".moe-tokens .moe-sel").get_attribute("data-token") == index  # highlighted
+        selected = page.locator(".moe-tokens .moe-sel")
+        assert selected.get_attribute("data-token") == index  # highlighted
         assert step_line(page).startswith(f"Token {index}: ") and step_line(page).endswith("at layer 0")
-        tip = page.locator(".moe-tokens .moe-sel").evaluate("e => getComputedStyle(e, '::after').content")
-        assert f"token {index} · layer 0: E" in tip  # the CSS tooltip of the selected token is shown
+        panel = page.locator(".st-key-tr_panel")
+        assert re.search(r"layer 0: E\d+ [01]\.\d\d", panel.inner_text())  # its experts and gate weights
+        charts.nth(1).locator(".main-svg").first.wait_for(timeout=30_000)  # its router steps
+        assert charts.count() == 2
+        page.mouse.move(1, 1)
+        assert after(selected) == "none"  # no tooltip stays open over the next line
+        selected.hover()
+        assert after(selected) == "none"  # the selected token's details are in the panel, not a tooltip
+        tokens.nth(2).hover()
+        assert "token 2 · layer 0: E" in after(tokens.nth(2))  # any other token: the CSS tooltip on hover
 
-        grid = page.locator("[data-testid='stPlotlyChart']").first.locator(".nsewdrag").first.bounding_box()
+        drag = charts.first.locator(".nsewdrag").first
+        drag.scroll_into_view_if_needed()
+        grid = drag.bounding_box()
         page.mouse.click(grid["x"] + grid["width"] * 0.3, grid["y"] + grid["height"] * 0.75)  # a cell of layer 1
         settle(page)
         line = step_line(page)
         picked = re.match(r"Token (\d+): ", line).group(1)
         assert line.endswith("at layer 1") and picked != index
         assert page.locator(".moe-tokens .moe-sel").get_attribute("data-token") == picked  # the text follows
+        assert re.search(r"[?&]layer=1(&|$)", page.url) and re.search(rf"[?&]token={picked}(&|$)", page.url)
+        grid = drag.bounding_box()  # again, on the redrawn grid (its selected cell outlined): layer 0
+        page.mouse.click(grid["x"] + grid["width"] * 0.8, grid["y"] + grid["height"] * 0.25)
+        settle(page)
+        again = re.match(r"Token (\d+): ", step_line(page)).group(1)
+        assert step_line(page).endswith("at layer 0") and int(again) > int(picked)
         page.screenshot(path=str(shots(tmp_path) / "inspect_1400.png"), full_page=True)
 
         phone = browser.new_page(viewport={"width": 400, "height": 800}, has_touch=True, is_mobile=True)
@@ -74,7 +100,8 @@ def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
         settle(phone)
         selected = phone.locator(".moe-tokens .moe-sel")
         assert selected.get_attribute("data-token") == "3"
-        assert "token 3 · layer 0" in selected.evaluate("e => getComputedStyle(e, '::after').content")
+        assert after(selected) == "none"  # the tap's sticky hover shows no tooltip over the next line
+        assert step_line(phone).startswith("Token 3: ")  # the details: in the panel
         selected.scroll_into_view_if_needed()
         phone.screenshot(path=str(shots(tmp_path) / "inspect_400x800.png"))
         browser.close()
@@ -89,7 +116,7 @@ def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_pa
         route_text(page, server)
         page.evaluate("window.__moe_same_page = 1")
         page.locator(".moe-legend a[data-expert-link='1']").click()
-        summary = page.locator(".moe-profile-summary")
+        summary = page.locator(".moe-profile-summary").first  # the causal sentence is a second one
         summary.wait_for(timeout=60_000)
         settle(page)
         assert summary.inner_text().startswith("E1 at layer 0 takes ")
@@ -104,7 +131,7 @@ def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_pa
 
         fresh = browser.new_page(viewport={"width": 400, "height": 800})  # a link opened on its own
         fresh.goto(server + "/expert?layer=1&expert=2")
-        fresh.locator(".moe-profile-summary").wait_for(timeout=60_000)
-        assert fresh.locator(".moe-profile-summary").inner_text().startswith("E2 at layer 1 takes ")
+        fresh.locator(".moe-profile-summary").first.wait_for(timeout=60_000)
+        assert fresh.locator(".moe-profile-summary").first.inner_text().startswith("E2 at layer 1 takes ")
         fresh.screenshot(path=str(shots(tmp_path) / "profile_400x800.png"), full_page=True)
         browser.close()

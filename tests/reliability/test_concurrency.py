@@ -22,6 +22,7 @@ from analysis.sources import discover_sources
 from app import cache, session, training_jobs
 from moe_core.files import read_jsonl
 from moe_core.run import load_run
+from tests.app.conftest import token_html
 from tests.reliability.conftest import REPO
 
 PAGES = REPO / "app" / "views"
@@ -38,7 +39,7 @@ def open_page(entry: str, page: str, **query) -> AppTest:
 
 def shown_tokens(at: AppTest) -> str:
     """The text a browser shows in the token-colouring block."""
-    block = "\n".join(m.value for m in at.markdown if "moe-tokens" in m.value)
+    block = token_html(at)
     return html_lib.unescape(re.sub(r"<[^>]+>", "", block.replace("<br>", "\n")))
 
 

@@ -18,6 +18,7 @@ import pytest
 from analysis import figures, tables
 from analysis.recording import record
 from analysis.report import build_report
+from tests.app.conftest import token_html
 
 PAYLOADS = [
     "<script>alert(1)</script>",
@@ -73,7 +74,7 @@ def test_figure_builders_escape_hover_legend_and_axes(hostile_trace):
     assert_figure_safe(figures.training.run_curves({p: (np.arange(3), np.ones(3)) for p in PAYLOADS}, "Loss", "loss"))
     # and the escaped text is what a reader sees
     grid = figures.routing.token_layer_grid(tokens, routing, L, E)
-    assert any("&lt;" in h for h in grid.data[1].hovertext)  # tokens are pieces: "<" shown as &lt;
+    assert any("&lt;" in h for h in grid.data[0].text[0])  # tokens are pieces: "<" shown as &lt;
 
 
 def test_token_colouring_escapes_text_and_tooltips(hostile_trace):
@@ -128,6 +129,10 @@ def assert_page_safe(at) -> int:
         if md.proto.allow_html:
             assert not RAW.search(md.value), md.value[:300]
             checked += 1
+    for part in token_html(at).split("\n"):  # the coloured text: HTML drawn by a component, not Markdown
+        if part:
+            assert not RAW.search(part), part[:300]
+            checked += 1
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
         found = [s for s in strings(spec) if RAW.search(s)]
@@ -156,8 +161,7 @@ def test_token_routing_page_escapes_uploads(rel_app_env, entry):
         at.selectbox(key="tr_doc").set_value(doc).run()
         assert not at.exception
         checked += assert_page_safe(at)
-        html = "\n".join(m.value for m in at.markdown if "moe-tokens" in m.value)
-        assert "&lt;" in html
+        assert "&lt;" in token_html(at)
     assert checked >= 9
 
 
