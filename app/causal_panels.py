@@ -17,6 +17,12 @@ def expert_effect(source, step: int | None, layer: int, expert: int) -> None:
     if why:
         st.caption(why)
         return
+    # on request: the first ablation re-runs the eval documents (seconds on a CPU), too slow for every page switch
+    if not st.toggle("Measure it: remove this expert and re-run the eval documents", key="ex_effect"):
+        st.page_link(
+            session.page_path("causal"), label="Every expert: specialization vs Δ loss", icon=":material/science:"
+        )
+        return
     with st.spinner(f"Removing E{expert} at layer {layer} and re-running the eval documents…"):
         domains = causal_cache.ablation_domains(source, step, Ablation(layer, "reroute", expert))
     sentence = effect_sentence(layer, expert, domains, "reroute")

@@ -41,6 +41,8 @@ def test_causal_page_sweep_scatter_and_expert_profile(server, tmp_path):
 
         page.goto(server + "/expert?layer=1&expert=3")
         settle(page, timeout=120_000)
+        page.get_by_text("Measure it: remove this expert and re-run the eval documents").click()
+        settle(page, timeout=120_000)
         no_exception(page)
         summary = page.locator(".moe-profile-summary", has_text="Removing E3 at layer 1")
         assert summary.count() == 1 and "over all 6 documents" in summary.inner_text()
