@@ -71,6 +71,7 @@ def test_what_if_controls_force_an_expert(server, tmp_path):
         settle(page, timeout=120_000)
         no_exception(page)
         assert page.get_by_text("Δ loss = loss with the change − without").count() == 1
+        page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)  # drawn after the idle state
         assert page.locator("[data-testid='stDataFrame']").count() >= 2  # the summary and the token table
         assert page.get_by_role("button", name="Download the what-if table (CSV)").count() == 1
         page.screenshot(path=str(tmp_path / "what_if.png"), full_page=True)
