@@ -1,9 +1,14 @@
 """How `moe-explorer app` (app/cli/app.py) starts the Streamlit app on a run (default: the shipped run).
 
 It execs `python -m streamlit run app/main.py --server.headless true --server.fileWatcherType none
---browser.gatherUsageStats false --client.toolbarMode minimal --server.port P` with MOE_EXPLORER_RUN set
-to the run directory, so every page opens on it; other runs under ./runs (or $MOE_EXPLORER_RUNS_DIR) stay
-selectable. With `--dataset DIR` it opens on a routing dataset instead (MOE_EXPLORER_DATASET).
+--browser.gatherUsageStats false --client.toolbarMode minimal --runner.postScriptGC false --server.port P` with
+MOE_EXPLORER_RUN set to the run directory, so every page opens on it; other runs under ./runs (or
+$MOE_EXPLORER_RUNS_DIR) stay selectable. With `--dataset DIR` it opens on a routing dataset instead
+(MOE_EXPLORER_DATASET).
+
+`--runner.postScriptGC false`: by default Streamlit forces a full garbage collection after every script run, which
+walks the ~590,000 objects of torch, plotly, pandas and the app (0.3 s of CPU per rerun on the 2-core box, every
+page, measured in docs/BENCHMARKS.md); Python's own generational collector still runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ def app_command(port: int) -> list[str]:
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
+        "--runner.postScriptGC", "false",  # no forced full collection after every rerun (docstring)
         "--server.port", str(port),
     ]  # fmt: skip
 

@@ -4,7 +4,8 @@
     python bench/page_timings.py --baseline /tmp/baseline --rounds 3
 
 Each round starts, for the baseline tree and for this tree (interleaved, alternating which goes first), a fresh
-`python -m streamlit run app/main.py` on that tree's shipped run (`sample_data/default_run`, MOE_EXPLORER_RUN;
+server the way that tree's launcher starts it (`app.launch.app_command`, what `moe-explorer app` execs: `python -m
+streamlit run app/main.py` and its flags) on that tree's shipped run (`sample_data/default_run`, MOE_EXPLORER_RUN;
 cwd and PYTHONPATH = the tree), opens it in one chromium (Playwright, the machinery of bench/app_timings.py) and:
 
 1. visits every explore page once through the sidebar (not timed: the server's caches and the browser's
@@ -31,6 +32,7 @@ baseline value. `--trees current` measures this tree only.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -71,20 +73,28 @@ PAGE_READY_JS = """([title, sel, minCharts]) => {
 ROUTED_JS = """needle => {
   const app = document.querySelector("[data-testid='stApp']");
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  if (!document.querySelector("[data-testid='stMain'] .moe-tokens [data-token]")) return false;
+  if (!document.querySelector("[data-testid='stMain'] span[data-expert]")) return false;  // a coloured token
   const charts = [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stPlotlyChart']")];
   return [...document.querySelectorAll("[data-testid='stCaptionContainer']")].some(e => e.innerText.includes(needle))
       && charts.length > 0 && charts.every(c => c.querySelector('.main-svg'));
 }"""
 
 
+def launch_command(tree: Path, port: int) -> list[str]:
+    """The command the tree's own launcher runs (`app.launch.app_command`: what `moe-explorer app` execs)."""
+    code = "import json, sys; from app.launch import app_command; print(json.dumps(app_command(int(sys.argv[1]))))"
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run([sys.executable, "-c", code, str(port)], cwd=tree, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"no app_command in {tree}: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout)
+
+
 def start_server(tree: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(tree), MOE_EXPLORER_RUN=str(tree / "sample_data" / "default_run"))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(tree / "app" / "main.py"), "--server.headless", "true",
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-           "--server.port", str(port)]  # fmt: skip
+    cmd = launch_command(tree, port)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
     t0 = time.perf_counter()
