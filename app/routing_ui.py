@@ -55,9 +55,9 @@ def input_docs(source) -> list[tuple[str, str, str]]:
     return docs
 
 
-def route(source, step: int | None, docs: list[tuple[str, str, str]]) -> tuple[RoutingTrace, str]:
-    """(trace of the docs at `step`, key of the docs): cut to the token limit (with a warning), routed once per
-    text hash (`cache.route_trace`); stops the page with the reason when the text cannot be routed."""
+def route(source, step: int | None, docs: list[tuple[str, str, str]]) -> tuple[RoutingTrace, list, str]:
+    """(trace of the docs at `step`, the docs as routed, their key): cut to the token limit (with a warning), routed
+    once per text hash (`cache.route_trace`); stops the page with the reason when the text cannot be routed."""
     docs, cut = uploads.limit_docs(source, docs)
     if cut:
         st.warning(f"Only the first {uploads.MAX_TOKENS:,} tokens are routed.")
@@ -66,7 +66,7 @@ def route(source, step: int | None, docs: list[tuple[str, str, str]]) -> tuple[R
     except ValueError as exc:
         st.error(f"Could not route this text: {exc}")
         st.stop()
-    return trace, cache.docs_key(tuple(tuple(d) for d in docs))
+    return trace, docs, cache.docs_key(tuple(tuple(d) for d in docs))
 
 
 def _pick(key: str) -> None:

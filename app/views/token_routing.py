@@ -14,7 +14,7 @@ st.title("Token routing")
 st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
 
 docs = routing_ui.input_docs(source)  # stops with a hint when there is no text
-trace, key = routing_ui.route(source, step, docs)  # stops with the reason when it cannot be routed
+trace, docs, key = routing_ui.route(source, step, docs)  # cut to the token limit; stops when it cannot
 L, E = trace.n_layers, trace.n_experts
 clicked = routing_ui.take_clicks(key)  # a click selects a token (a grid cell: its layer too) before the widgets
 session.layer_param(L, session.KEY_LAYER)
