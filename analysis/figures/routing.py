@@ -108,8 +108,9 @@ export default function (component) {
 }
 """
 """Script of a Streamlit v2 component (created with isolate_styles=False, so TOKEN_CSS reaches it) whose markup is
-data = {"html": colored_text_html(...)}: the browser's own HTML parser draws the 2,000 spans of a long text, about
-a third of the work of Streamlit's Markdown renderer (measured in chromium, docs/BENCHMARKS.md)."""
+data = {"html": colored_text_html(...)}: the browser's own HTML parser draws the 2,000 spans of a long text, for
+about a fifth of the chromium CPU that Streamlit's Markdown renderer spent on them (`bench/text_render.py`,
+docs/BENCHMARKS.md)."""
 
 
 def colored_text_html(
