@@ -211,10 +211,17 @@ def coactivation(experts: np.ndarray | pd.DataFrame, n_experts: int) -> Coactiva
     base = (np.arange(L) * E * E)[None, :]  # (1, L)
     keys = [base + e_TLK[:, :, a] * E + e_TLK[:, :, b] for a in range(K) for b in range(K)]  # K*K arrays (T, L)
     counts = np.bincount(np.concatenate([k.ravel() for k in keys]), minlength=L * E * E).reshape(L, E, E)
+    return coactivation_from_counts(counts, T)
+
+
+def coactivation_from_counts(counts_LEE: np.ndarray, n_tokens: int) -> Coactivation:
+    """`coactivation` from its pair counts (diagonal = load) and the number of tokens T, however they were
+    counted (in memory above, or by a query over a routing dataset)."""
+    counts = np.asarray(counts_LEE)
     load = np.diagonal(counts, axis1=1, axis2=2).astype(np.float64)  # (L, E) the a == b pairs are the load
     with np.errstate(invalid="ignore", divide="ignore"):
         cond = counts / load[:, :, None]
-        lift = counts * float(T) / (load[:, :, None] * load[:, None, :])
+        lift = counts * float(n_tokens) / (load[:, :, None] * load[:, None, :])
     return Coactivation(counts, cond, lift)
 
 
@@ -417,20 +424,7 @@ def summary(
     """
     e_TLK, _ = dense_routing(routing)
     T, L, K = e_TLK.shape
-    load = expert_load(e_TLK, n_experts)
-    share = load_share(load)
-    out = pd.DataFrame(
-        {
-            "layer": np.arange(L),
-            "n_tokens": T,
-            "max_vio": max_vio(load),
-            "cv": load_cv(load),
-            "load_entropy": load_entropy(load),
-            "dead_experts": dead_experts(load).sum(axis=1),
-            "min_share": share.min(axis=1),
-            "max_share": share.max(axis=1),
-        }
-    )
+    out = load_summary(expert_load(e_TLK, n_experts), T)
     if "bias_flip" in routing:
         out["bias_flip_rate"] = bias_flip_rate(routing, L)
     if scores is not None:
@@ -440,3 +434,22 @@ def summary(
         out["consecutive_top1"] = cons["rate"].to_numpy()
         out["consecutive_baseline"] = cons["baseline"].to_numpy()
     return out
+
+
+def load_summary(load_LE: np.ndarray, n_tokens: int) -> pd.DataFrame:
+    """The load columns of `summary` from an (L, E) load matrix: layer, n_tokens, max_vio, cv, load_entropy,
+    dead_experts, min_share, max_share (used as is by the out-of-core queries over a routing dataset)."""
+    load = np.asarray(load_LE)
+    share = load_share(load)
+    return pd.DataFrame(
+        {
+            "layer": np.arange(load.shape[0]),
+            "n_tokens": n_tokens,
+            "max_vio": max_vio(load),
+            "cv": load_cv(load),
+            "load_entropy": load_entropy(load),
+            "dead_experts": dead_experts(load).sum(axis=1),
+            "min_share": share.min(axis=1),
+            "max_share": share.max(axis=1),
+        }
+    )

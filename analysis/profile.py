@@ -238,7 +238,8 @@ def summary_sentence(
         highest = f"highest: {best['label']}, {best['ratio']:.2f}×, CI {best['lo']:.2f}–{best['hi']:.2f}×"
         if best["lo"] > 1:
             parts.append(
-                f"its strongest domain is {best['label']}: it gets {best['share']:.1%} of {best['label']} tokens, "
+                f"its strongest domain is {best['label']}: {best['share']:.1%} of {best['label']} tokens have it in "
+                f"their top-{share.top_k} (share of tokens; uniform {share.top_k / share.n_experts:.1%}), "
                 f"{best['ratio']:.1f}× uniform ({pct} CI {best['lo']:.1f}–{best['hi']:.1f}× over documents)"
             )
         elif best["hi"] < 1:

@@ -22,8 +22,9 @@ from analysis.metrics import as_experts, token_column
 
 
 @dataclass(frozen=True)
-class _Docs:
-    """Labelled documents and their routing histograms."""
+class DocCounts:
+    """Labelled documents and their routing histograms (from a trace by `doc_counts`, or counted by a query
+    over a routing dataset): the input of the `..._of` functions below."""
 
     counts_LNE: np.ndarray  # [l, n, i] routings of doc n's tokens to expert i at layer l (top-k contains i)
     tokens_N: np.ndarray  # tokens per doc
@@ -33,8 +34,9 @@ class _Docs:
     top_k: int
 
 
-def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> _Docs:
-    """Group the labelled tokens by document: (L, N, E) routing counts via one bincount."""
+def doc_counts(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> DocCounts:
+    """Group the labelled tokens by document: (L, N, E) routing counts via one bincount (unlabelled tokens
+    left out). The input of every document-level resampling (bootstrap, label permutations)."""
     e_TLK = as_experts(experts)
     T, L, K = e_TLK.shape
     lab_T, labels = _label_codes(tokens, T)
@@ -53,10 +55,10 @@ def _labelled_docs(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_e
     e = e_TLK[keep]  # (T', L, K)
     key = (np.arange(L)[None, :, None] * N + doc_T[:, None, None]) * n_experts + e  # flat (layer, doc, expert)
     counts = np.bincount(key.ravel(), minlength=L * N * n_experts).reshape(L, N, n_experts)
-    return _Docs(counts, np.bincount(doc_T, minlength=N), label_N, labels, doc_ids, K)
+    return DocCounts(counts, np.bincount(doc_T, minlength=N), label_N, labels, doc_ids, K)
 
 
-def _ratio(docs: _Docs, W_BND: np.ndarray, n_experts: int) -> np.ndarray:
+def _ratio(docs: DocCounts, W_BND: np.ndarray, n_experts: int) -> np.ndarray:
     """(B, L, D, E) ratio = share / (K/E) for B weightings W[b, n, d] of documents into labels."""
     counts = np.einsum("bnd,lne->blde", W_BND, docs.counts_LNE, optimize=True)  # (B, L, D, E)
     n_tok = W_BND.transpose(0, 2, 1) @ docs.tokens_N  # (B, D)
@@ -68,7 +70,7 @@ def _onehot(label_N: np.ndarray, D: int) -> np.ndarray:
     return (label_N[:, None] == np.arange(D)[None, :]).astype(np.float64)  # (N, D)
 
 
-def _cells(L: int, labels: list[str], E: int) -> pd.DataFrame:
+def cell_index(L: int, labels: list[str], E: int) -> pd.DataFrame:
     """The (layer, label, expert) index in C order of an (L, D, E) array."""
     D = len(labels)
     return pd.DataFrame(
@@ -84,18 +86,24 @@ def _cells(L: int, labels: list[str], E: int) -> pd.DataFrame:
 
 
 def domain_specialization(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int) -> pd.DataFrame:
-    """Per layer, label and expert: share of the label's tokens routed to the expert, vs uniform K/E.
+    """Per layer, label and expert: the label's "share of tokens" of the expert, vs uniform K/E.
 
-    share[l, d, i] = #{tokens t of label d : i in topk(t, l)} / #{tokens of label d}   (sums to K over i)
+    share[l, d, i] = #{tokens t of label d : i in topk(t, l)} / #{tokens of label d}
+        the SHARE OF TOKENS: sums to K over i, uniform K/E. The "share of routings" (each (token, rank) choice
+        one routing; sums to 1 over i, uniform 1/E) is share / K, and has the same ratio to its uniform value.
     ratio[l, d, i] = share / (K / E)      (1 = as often as uniform routing, 0 = never, E/K = always)
-    Returns columns: layer, label, expert, count, n_tokens, share, ratio.
+    Returns columns: layer, label, expert, count, n_tokens, share (of tokens), ratio.
     """
-    docs = _labelled_docs(experts, tokens, n_experts)
+    return domain_specialization_of(doc_counts(experts, tokens, n_experts), n_experts)
+
+
+def domain_specialization_of(docs: DocCounts, n_experts: int) -> pd.DataFrame:
+    """`domain_specialization` of labelled documents' routing counts."""
     L, D = docs.counts_LNE.shape[0], len(docs.labels)
     onehot = _onehot(docs.label_N, D)
     counts = np.einsum("nd,lne->lde", onehot, docs.counts_LNE)  # (L, D, E)
     n_tok = onehot.T @ docs.tokens_N  # (D,)
-    out = _cells(L, docs.labels, n_experts)
+    out = cell_index(L, docs.labels, n_experts)
     out["count"] = counts.ravel().astype(np.int64)
     out["n_tokens"] = np.broadcast_to(n_tok[None, :, None], counts.shape).ravel().astype(np.int64)
     out["share"] = out["count"] / out["n_tokens"]
@@ -127,7 +135,19 @@ def specialization_permutation_baseline(
     permuted ratios, p_value = (1 + #{perm >= observed}) / (1 + n_permutations) (one-sided, "more than chance").
     Per layer: the same for max_{d,i} ratio (the headline "most specialised expert" number).
     """
-    docs = _labelled_docs(experts, tokens, n_experts)
+    docs = doc_counts(experts, tokens, n_experts)
+    return permutation_baseline_of(docs, n_experts, n_permutations=n_permutations, quantiles=quantiles, seed=seed)
+
+
+def permutation_baseline_of(
+    docs: DocCounts,
+    n_experts: int,
+    *,
+    n_permutations: int = 200,
+    quantiles: tuple[float, float] = (0.05, 0.95),
+    seed: int = 0,
+) -> PermutationBaseline:
+    """`specialization_permutation_baseline` of labelled documents' routing counts."""
     L, N = docs.counts_LNE.shape[:2]
     D = len(docs.labels)
     observed = _ratio(docs, _onehot(docs.label_N, D)[None], n_experts)[0]  # (L, D, E)
@@ -136,7 +156,7 @@ def specialization_permutation_baseline(
     W = (perm_label_BN[:, :, None] == np.arange(D)[None, None, :]).astype(np.float64)  # (B, N, D)
     perm = _ratio(docs, W, n_experts)  # (B, L, D, E)
     lo, hi = quantiles
-    cells = _cells(L, docs.labels, n_experts)
+    cells = cell_index(L, docs.labels, n_experts)
     cells["ratio"] = observed.ravel()
     cells["perm_mean"] = perm.mean(axis=0).ravel()
     cells["perm_lo"] = np.quantile(perm, lo, axis=0).ravel()
@@ -174,7 +194,7 @@ def specialization_bootstrap_ci(
     (percentile bootstrap). A label with one document gets lo == hi == ratio (no variation to resample).
     Returns columns: layer, label, expert, ratio, lo, hi.
     """
-    docs = _labelled_docs(experts, tokens, n_experts)
+    docs = doc_counts(experts, tokens, n_experts)
     L, N = docs.counts_LNE.shape[:2]
     D = len(docs.labels)
     rng = np.random.default_rng(seed)
@@ -184,7 +204,7 @@ def specialization_bootstrap_ci(
         draws = members[rng.integers(0, len(members), size=(n_boot, len(members)))]  # (B, n_d) doc indices
         np.add.at(W, (np.arange(n_boot)[:, None], draws, d), 1.0)
     boot = _ratio(docs, W, n_experts)  # (B, L, D, E)
-    out = _cells(L, docs.labels, n_experts)
+    out = cell_index(L, docs.labels, n_experts)
     out["ratio"] = _ratio(docs, _onehot(docs.label_N, D)[None], n_experts)[0].ravel()
     out["lo"] = np.quantile(boot, (1 - ci) / 2, axis=0).ravel()
     out["hi"] = np.quantile(boot, (1 + ci) / 2, axis=0).ravel()
@@ -215,16 +235,20 @@ def _mi_compact(e: np.ndarray, x_T: np.ndarray, X: int, n_experts: int) -> np.nd
     mi = np.zeros(L)
     for l in range(L):  # a loop over layers only; each layer is one bincount over all tokens
         c = np.bincount((x_T[:, None] * n_experts + e[:, l, :]).ravel(), minlength=X * n_experts).astype(np.float64)
-        c = c.reshape(X, n_experts)
-        n = c.sum()
-        if n == 0:
-            mi[l] = np.nan
-            continue
-        px, pe = c.sum(axis=1) / n, c.sum(axis=0) / n
-        nz = c > 0
-        pxe = c[nz] / n
-        mi[l] = (pxe * np.log2(pxe / np.outer(px, pe)[nz])).sum()
+        mi[l] = mi_from_counts(c.reshape(X, n_experts))
     return mi
+
+
+def mi_from_counts(c_XE: np.ndarray) -> float:
+    """Plug-in I(expert; X) in bits of one layer's counts c[x, i] (see `mutual_information`); NaN when empty."""
+    c = np.asarray(c_XE, dtype=np.float64)
+    n = c.sum()
+    if n == 0:
+        return np.nan
+    px, pe = c.sum(axis=1) / n, c.sum(axis=0) / n
+    nz = c > 0
+    pxe = c[nz] / n
+    return float((pxe * np.log2(pxe / np.outer(px, pe)[nz])).sum())
 
 
 def _label_codes(tokens: pd.DataFrame, T: int) -> tuple[np.ndarray, list[str]]:
@@ -350,19 +374,22 @@ def token_specialization(
     frames = []
     for l in range(L):  # loop over layers only
         c = np.bincount((x_T[:, None] * n_experts + e[:, l, :]).ravel(), minlength=X * n_experts)
-        c = c.reshape(X, n_experts)[frequent]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": l,
-                    "token_id": uniq[frequent],
-                    "count": count_X[frequent],
-                    "top_expert": c.argmax(axis=1),
-                    "share": c.max(axis=1) / count_X[frequent],
-                }
-            )
-        )
+        frames.append(token_shares(l, uniq[frequent], count_X[frequent], c.reshape(X, n_experts)[frequent]))
     return pd.concat(frames, ignore_index=True)
+
+
+def token_shares(layer: int, token_ids: np.ndarray, count_X: np.ndarray, c_XE: np.ndarray) -> pd.DataFrame:
+    """One layer's rows of `token_specialization` from the counts c[x, i] of each id's routings to each expert
+    and the id's occurrences count[x] (ties of the argmax go to the lowest expert index)."""
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "token_id": token_ids,
+            "count": count_X,
+            "top_expert": c_XE.argmax(axis=1),
+            "share": c_XE.max(axis=1) / count_X,
+        }
+    )
 
 
 def token_specialization_summary(per_token: pd.DataFrame, uniform: float | None = None) -> pd.DataFrame:
@@ -389,18 +416,13 @@ def token_specialization_summary(per_token: pd.DataFrame, uniform: float | None 
 def doc_histograms(experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int):
     """(L, N, E) normalised routing histogram of each labelled document (rows sum to 1 per layer), label codes
     (N,) and label names: hist[l, n, i] = routings of doc n to expert i at layer l / (tokens of doc n * K)."""
-    docs = _labelled_docs(experts, tokens, n_experts)
+    docs = doc_counts(experts, tokens, n_experts)
     hist = docs.counts_LNE / (docs.tokens_N[None, :, None] * docs.top_k)
     return hist, docs.label_N, docs.labels
 
 
 def domain_probe(
-    experts: np.ndarray | pd.DataFrame,
-    tokens: pd.DataFrame,
-    n_experts: int,
-    *,
-    n_splits: int = 5,
-    seed: int = 0,
+    experts: np.ndarray | pd.DataFrame, tokens: pd.DataFrame, n_experts: int, *, n_splits: int = 5, seed: int = 0
 ) -> pd.DataFrame:
     """Cross-validated accuracy of a linear classifier predicting a document's label from its routing histogram.
 
@@ -410,14 +432,8 @@ def domain_probe(
     Raises ValueError with fewer than 2 labels or fewer than n_splits documents in some label.
     Returns columns: layer (-1 = all layers), features, accuracy, accuracy_std, chance, n_docs, n_splits.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
     hist, y, labels = doc_histograms(experts, tokens, n_experts)
-    L, N, E = hist.shape
+    N = hist.shape[1]
     per_label = np.bincount(y, minlength=len(labels))
     if len(labels) < 2:
         raise ValueError(f"domain probe needs documents of at least 2 labels, got {len(labels)} ({labels})")
@@ -429,15 +445,30 @@ def domain_probe(
             f"domain probe with {n_splits}-fold CV needs >= {n_splits} documents per label; "
             f"label {few!r} has {per_label.min()} (use more documents or a smaller n_splits)"
         )
-    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    feature_sets = [(l, f"layer {l}", hist[l]) for l in range(L)]
-    feature_sets.append((-1, "all layers", hist.transpose(1, 0, 2).reshape(N, L * E)))
     rows = []
-    # one BLAS thread: the matrices are tiny, and extra threads only fight the other work on a small machine
-    # (measured: 0.5 s instead of 2-4 s on 2 busy cores)
-    with threadpool_limits(1):
-        for layer, name, Xf in feature_sets:  # L + 1 small fits on N documents
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-            acc = cross_val_score(model, Xf, y, cv=cv, scoring="accuracy")
-            rows.append((layer, name, acc.mean(), acc.std(), per_label.max() / N, N, n_splits))
+    for layer, name, Xf in probe_features(hist):  # L + 1 small fits on N documents
+        acc = probe_accuracy(Xf, y, n_splits=n_splits, seed=seed)
+        rows.append((layer, name, acc.mean(), acc.std(), per_label.max() / N, N, n_splits))
     return pd.DataFrame(rows, columns=["layer", "features", "accuracy", "accuracy_std", "chance", "n_docs", "n_splits"])
+
+
+def probe_features(hist_LNE: np.ndarray) -> list[tuple[int, str, np.ndarray]]:
+    """The probe's feature sets: (layer, name, (N, E) features) per layer, then (-1, "all layers", (N, L*E))."""
+    L, N, E = hist_LNE.shape
+    sets = [(l, f"layer {l}", hist_LNE[l]) for l in range(L)]
+    return sets + [(-1, "all layers", hist_LNE.transpose(1, 0, 2).reshape(N, L * E))]
+
+
+def probe_accuracy(X_NF: np.ndarray, y_N: np.ndarray, *, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """(n_splits,) fold accuracies of StandardScaler + LogisticRegression, stratified k-fold (shuffled, seeded)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    # one BLAS thread: the matrices are tiny, extra threads only fight other work (0.5 s, not 2-4 s, on 2 cores)
+    with threadpool_limits(1):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        return cross_val_score(model, X_NF, y_N, cv=cv, scoring="accuracy")

@@ -383,3 +383,63 @@ def last_history_row(run_dir: str | Path) -> dict | None:
             if isinstance(row, dict):
                 last = row
     return last
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """The numbers lesson 6 quotes about a real model, read from its config (never typed in)."""
+
+    width: int  # hidden size the router sees
+    n_moe_layers: int | None
+    n_experts: int
+    top_k: int
+
+
+# Hugging Face config.json spells the same facts in several ways, by family
+_HF_KEYS = {
+    "width": ("hidden_size", "d_model", "n_embd"),
+    "n_experts": ("n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts"),
+    "top_k": ("num_experts_per_tok", "moe_top_k", "top_k"),
+}
+
+
+def model_facts(model_dir: str | Path) -> ModelFacts | None:
+    """ModelFacts from RUN/run.json (our runs) or a Hugging Face folder's config.json; None when neither says."""
+    folder = Path(model_dir)
+    try:
+        if (folder / "run.json").is_file():
+            model = json.loads((folder / "run.json").read_text(encoding="utf-8"))["model"]
+            moe = model["moe"]
+            n_moe = int(model["n_layer"]) - int(model.get("n_dense_layers", 0))
+            return ModelFacts(int(model["n_embd"]), n_moe, int(moe["n_experts"]), int(moe["top_k"]))
+        if (folder / "config.json").is_file():
+            cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            found = {
+                name: next((cfg[k] for k in keys if isinstance(cfg.get(k), int)), None)
+                for name, keys in _HF_KEYS.items()
+            }
+            if None in found.values():
+                return None
+            return ModelFacts(found["width"], None, found["n_experts"], found["top_k"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+def real_model_sentence(facts: ModelFacts | None) -> str:
+    """Lesson 6's opening sentence, with the model's own numbers when they are known."""
+    if facts is None:
+        return (
+            "The real model routes high-dimensional hidden states instead of 2-D points, with one router per MoE "
+            "layer, but every step is the same: logits → scores → + bias → top-k → gate weights."
+        )
+    layers = (
+        f"one router in each of its {facts.n_moe_layers} MoE layers"
+        if facts.n_moe_layers
+        else "one router per MoE layer"
+    )
+    return (
+        f"The real model routes {facts.width}-dimensional hidden states instead of 2-D points, with {layers}, "
+        f"each choosing {facts.top_k} of {facts.n_experts} experts per token, but every step is the same: "
+        "logits → scores → + bias → top-k → gate weights."
+    )

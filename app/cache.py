@@ -28,19 +28,25 @@ PROJECTED = "moe_projected"  # session key: (source, step, layer, method) projec
 def discover_sources() -> dict[str, str]:
     """{display name: path} of every source (see analysis.sources.discovery), from the app's settings.
     Cached for 3 s only, so a run started on the Train page appears quickly."""
-    return _discover(settings.run_path(), settings.hf_folders(), str(settings.runs_dir().resolve()))
+    runs_dir = str(settings.runs_dir().resolve())
+    return _discover(settings.run_path(), settings.hf_folders(), runs_dir, settings.datasets())
 
 
 @st.cache_data(ttl=3, show_spinner=False)
-def _discover(run: str | None, hf_folders: tuple[str, ...], runs_dir: str) -> dict[str, str]:
-    return sources.discover_sources(run, hf_folders, runs_dir)
+def _discover(run: str | None, hf_folders: tuple[str, ...], runs_dir: str, datasets: tuple[str, ...] = ()):
+    return sources.discover_sources(run, hf_folders, runs_dir, datasets)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def get_source(path: str) -> sources.ModelSource:
     """The source at `path`, shared by every session; it loads its model(s) on first use and keeps them."""
     return sources.open_source(
-        path, torch_threads=settings.torch_threads(), hf_device=settings.hf_device(), hf_dtype=settings.hf_dtype()
+        path,
+        torch_threads=settings.torch_threads(),
+        hf_device=settings.hf_device(),
+        hf_dtype=settings.hf_dtype(),
+        duckdb_memory=settings.duckdb_memory(),
+        duckdb_threads=settings.duckdb_threads(),
     )
 
 
@@ -158,17 +164,47 @@ def _card(path: str, stamp: tuple, _source) -> sources.ModelCard:
 
 
 @st.cache_data(show_spinner="Comparing every stored step's routing with the last one…", max_entries=8)
-def _saturation(path: str, steps: tuple[int, ...], _source) -> pd.DataFrame:
-    experts = {s: trace.experts_array() for s in steps if (trace := _source.stored_trace(s)) is not None}
-    return tables.saturation_table(experts)
+def _saturation(path: str, steps: tuple[int, ...], _source) -> pd.DataFrame | None:
+    return _source.saturation()
 
 
 def router_saturation(source: sources.ModelSource) -> pd.DataFrame | None:
-    """`tables.saturation_table` of the source's stored eval traces (every stored step against the last one);
-    None without stored traces. ValueError when the traces do not hold the same tokens."""
+    """`ModelSource.saturation`: every stored step's routing against the last one (a run's stored eval traces,
+    a dataset's DuckDB counts); None without stored traces. ValueError when the steps hold different tokens."""
     if not source.capabilities.stored_traces:
         return None
     return _saturation(source.path, tuple(source.steps()), source)
+
+
+# --- whole-corpus aggregates ---------------------------------------------------------------------------------
+
+
+def aggregates(source: sources.ModelSource, step: int | None, trace=None):
+    """`RoutingAggregates` a page draws: of `trace` when given (the user's files), else the source's own
+    (`ModelSource.aggregates`: DuckDB over a dataset, the stored eval trace of a run), else of the eval docs the
+    app records (`eval_trace`). None when there is nothing to aggregate. Kept per (source, step) or trace."""
+    if trace is None:
+        own = _source_aggregates(source.path, step, source)
+        if own is not None:
+            return own
+        if not source.capabilities.route_text:  # nothing stored here and no model to record with
+            return None
+        trace = eval_trace(source, step)
+        if trace is None:
+            return None
+    return _trace_aggregates(trace_key(source, step, trace), trace)
+
+
+@st.cache_resource(show_spinner="Counting the routing…", max_entries=16)  # shared, never mutated: no copies
+def _source_aggregates(path: str, step: int | None, _source):
+    return _source.aggregates(step)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _trace_aggregates(key: str, _trace):
+    from analysis.sources.aggregates import TraceAggregates
+
+    return TraceAggregates(_trace)
 
 
 @st.cache_data(ttl=5, show_spinner=False, max_entries=16)

@@ -3,7 +3,8 @@
 It execs `python -m streamlit run app/main.py --server.headless true --server.fileWatcherType none
 --browser.gatherUsageStats false --client.toolbarMode minimal --runner.postScriptGC false --server.port P` with
 MOE_EXPLORER_RUN set to the run directory, so every page opens on it; other runs under ./runs (or
-$MOE_EXPLORER_RUNS_DIR) stay selectable.
+$MOE_EXPLORER_RUNS_DIR) stay selectable. With `--dataset DIR` it opens on a routing dataset instead
+(MOE_EXPLORER_DATASET).
 
 `--runner.postScriptGC false`: by default Streamlit forces a full garbage collection after every script run, which
 walks the ~590,000 objects of torch, plotly, pandas and the app (0.3 s of CPU per rerun on the 2-core box, every
@@ -33,8 +34,16 @@ def app_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def app_env(run: str | os.PathLike | None, hf: list[str] | None = None, device="auto", dtype="auto") -> dict[str, str]:
+def app_env(
+    run: str | os.PathLike | None,
+    hf: list[str] | None = None,
+    device="auto",
+    dtype="auto",
+    datasets: list[str] | None = None,
+) -> dict[str, str]:
     env = dict(os.environ)
+    if datasets:  # routing datasets: the app opens on the first
+        env["MOE_EXPLORER_DATASET"] = os.pathsep.join(str(Path(p).resolve()) for p in datasets)
     if run is not None:
         env["MOE_EXPLORER_RUN"] = str(Path(run).resolve())
     if hf:

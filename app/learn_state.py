@@ -1,4 +1,5 @@
-"""Shared state of the Learn pages: lesson settings live in the URL query parameters, plus presentation mode.
+"""Shared state of the Learn pages: lesson settings live in the URL query parameters; the page frame
+(title, presentation bar from app.classroom.presentation, main figure first, the class question).
 
 A teacher shares a link such as `lesson_3_bias?u=0.001&seed=2&step=150` and it opens that exact
 configuration. Each lesson declares its parameters as `Spec`s; `init_params` copies validated URL values
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
+
+from app.classroom import content, presentation, widgets
 
 MAX_PARAM_CHARS = 400  # longer query values are rejected before parsing
 
@@ -168,58 +171,46 @@ def write_params(prefix: str, specs: dict[str, Spec]) -> None:
     st.session_state[_saved_key(prefix)] = saved
 
 
-# --- presentation mode --------------------------------------------------------------------------------
-
-PRESENT_KEY = "learn_present"
-# A constant: no user string ever goes into this CSS.
-PRESENTATION_CSS = """
-<style>
-[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="collapsedControl"],
-[data-testid="stSidebarNav"], header[data-testid="stHeader"] { display: none !important; }
-[data-testid="stMain"] .block-container { max-width: 100%; padding-top: 1rem; }
-[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
-[data-testid="stWidgetLabel"] p { font-size: 1.6rem !important; line-height: 1.4; }
-h1 { font-size: 3.2rem !important; } h2 { font-size: 2.6rem !important; } h3 { font-size: 2.1rem !important; }
-[data-testid="stMetricValue"] { font-size: 2.6rem !important; }
-[data-testid="stSliderThumbValue"], [data-testid="stTickBar"] { font-size: 1.2rem !important; }
-</style>
-"""
-
-
-def presentation_toggle() -> bool:
-    """A "Presentation mode" toggle (URL `present=1`): large fonts, sidebar hidden. Returns whether it is on."""
-    spec = Spec(False)
-    if PRESENT_KEY not in st.session_state:
-        st.session_state[PRESENT_KEY], _ = parse_value("present", _raw("present"), spec)
-    on = st.toggle("Presentation mode", key=PRESENT_KEY, help="Large fonts and no sidebar, for a projector.")
-    if on:
-        st.markdown(PRESENTATION_CSS, unsafe_allow_html=True)
-        if _raw("present") != "1":
-            st.query_params["present"] = "1"
-    elif "present" in st.query_params:
-        del st.query_params["present"]
-    return on
+# --- the page frame: title, presentation, figures, the class question -----------------------------------------
 
 
 def lesson_header(title: str, prefix: str, specs: dict[str, Spec]) -> dict[str, object]:
-    """Title, presentation toggle and the URL-backed settings of a lesson page; returns the settings."""
+    """Title, the presentation bar and the URL-backed settings of a lesson page; returns the settings."""
     st.title(title)
-    presentation_toggle()
+    presentation.bar(prefix)
+    widgets.lesson_status(prefix)  # a running class (this session's) gets this lesson's question
     init_params(prefix, specs)
     return get_params(prefix, specs)
 
 
-def predict_then_reveal(prefix: str, question: str, options: list[str], answer: int, explanation: str) -> None:
-    """A question to answer before the reveal: st.radio, then an expander with the answer."""
+def main_figure(prefix: str, slot, figs: dict, config: dict) -> None:
+    """The lesson's main figure(s) `{key: figure}` in `slot` (a container placed right under the title, so it is
+    the first thing on a projector or a phone), side by side in columns (which stack on a phone), then the
+    teacher notes when they are on."""
+    with slot:
+        cols = st.columns(len(figs)) if len(figs) > 1 else [st] * len(figs)
+        for col, (key, fig) in zip(cols, figs.items()):
+            presentation.show(col, fig, key, config, main=True)
+        presentation.notes(prefix)
+
+
+def chart(where, fig, key: str, config: dict) -> None:
+    """Any other lesson figure, in `where` (st or a column); projector-sized while presenting."""
+    presentation.show(where, fig, key, config)
+
+
+def predict_then_reveal(prefix: str) -> None:
+    """The lesson's question (app.classroom.content) to answer before the reveal: st.radio, then an expander."""
+    q = content.QUESTIONS[prefix]
     st.subheader("Predict, then reveal")
-    choice = st.radio(question, options, index=None, key=f"{prefix}_predict")
+    choice = st.radio(q.text, list(q.options), index=None, key=f"{prefix}_predict")
     with st.expander("Reveal the answer", expanded=False):
         if choice is None:
             st.write("Make a prediction first, then open this again.")
-        elif choice == options[answer]:
-            st.success("Right. " + explanation)
+        elif choice == q.options[q.answer]:
+            st.success("Right. " + q.explanation)
         else:
-            st.info(f"Not quite: the answer is **{options[answer]}**. " + explanation)
+            st.info(f"Not quite: the answer is **{q.options[q.answer]}**. " + q.explanation)
 
 
 # --- the toy router's settings (lessons 1-3) --------------------------------------------------------------

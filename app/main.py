@@ -21,6 +21,7 @@ PAGES = [  # (file, title, icon, url_path)
     ("compare.py", "Compare runs", ":material/compare_arrows:", "compare"),
     ("geometry.py", "Router geometry", ":material/scatter_plot:", "geometry"),
     ("expert.py", "Expert profile", ":material/person_search:", "expert"),
+    ("causal.py", "Causal check", ":material/science:", "causal"),
     ("train.py", "Train", ":material/model_training:", "train"),
 ]
 
@@ -46,6 +47,10 @@ try:
     lessons = [st.Page(f, title=title, icon=icon) for f, title, icon in lessons if f.is_file()]
     if lessons:
         groups["Learn"] = lessons
+    from app.views.learn import CLASS_PAGES  # the live class: the teacher's screen and the students' phones
+
+    lessons += [st.Page(HERE / "views" / "learn" / f, title=t, icon=i, url_path=u) for f, t, i, u in CLASS_PAGES]
+    groups["Learn"] = lessons
 except ImportError:  # the Learn pages are optional
     pass
 

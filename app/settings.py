@@ -2,15 +2,20 @@
 
 MOE_EXPLORER_RUN       the run given to `moe-explorer app --run` (first in the sidebar)
 MOE_EXPLORER_HF        Hugging Face model folders (os.pathsep-separated; `moe-explorer app --hf`)
+MOE_EXPLORER_DATASET   routing datasets (os.pathsep-separated; `moe-explorer app --dataset`): the app opens on the first
+MOE_EXPLORER_DUCKDB_MEMORY / MOE_EXPLORER_DUCKDB_THREADS   DuckDB's memory limit and threads on a dataset (1GB, 2)
 MOE_EXPLORER_RUNS_DIR  where runs are found and the Train page writes new ones (default ./runs)
 MOE_EXPLORER_HF_DEVICE / MOE_EXPLORER_HF_DTYPE   how a Hugging Face model is loaded (default auto)
 MOE_EXPLORER_TORCH_THREADS   torch threads for our runs' models (default 1)
 MOE_EXPLORER_WARM_UMAP  0 turns off compiling UMAP in the background when Router geometry opens
+MOE_EXPLORER_CLASS_DB  the live classes' SQLite file (default: moe-explorer/classes.sqlite3 in the user's data folder)
+MOE_EXPLORER_CLASS_HOURS  how long a live class lasts after its last change (default 4)
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -20,6 +25,18 @@ def run_path() -> str | None:
 
 def hf_folders() -> tuple[str, ...]:
     return tuple(p for p in os.environ.get("MOE_EXPLORER_HF", "").split(os.pathsep) if p)
+
+
+def datasets() -> tuple[str, ...]:
+    return tuple(p for p in os.environ.get("MOE_EXPLORER_DATASET", "").split(os.pathsep) if p)
+
+
+def duckdb_memory() -> str:
+    return os.environ.get("MOE_EXPLORER_DUCKDB_MEMORY", "1GB")
+
+
+def duckdb_threads() -> int:
+    return int(os.environ.get("MOE_EXPLORER_DUCKDB_THREADS", "2"))
 
 
 def runs_dir() -> Path:
@@ -43,3 +60,20 @@ def torch_threads() -> int:
 
 def warm_umap() -> bool:
     return os.environ.get("MOE_EXPLORER_WARM_UMAP", "1") != "0"
+
+
+def class_db() -> Path:
+    """Where live classes are kept: one file shared by every session and kept across server restarts."""
+    if os.environ.get("MOE_EXPLORER_CLASS_DB"):
+        return Path(os.environ["MOE_EXPLORER_CLASS_DB"])
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "moe-explorer" / "classes.sqlite3"
+
+
+def class_hours() -> float:
+    return float(os.environ.get("MOE_EXPLORER_CLASS_HOURS", "4"))

@@ -103,14 +103,23 @@ class MoETransformer(nn.Module):
         B, S = idx_BS.shape
         if S > self.config.block_size:
             raise ValueError(f"sequence length {S} exceeds block_size {self.config.block_size}")
-        x = self.embed(idx_BS)  # (B, S, D)
-        cos, sin = self.rope_cos[:S], self.rope_sin[:S]
-        for block in self.blocks:
-            x = block(x, cos, sin)
-        logits = F.linear(self.norm(x), self.embed.weight)  # tied head, (B, S, vocab)
+        logits = self.forward_from(self.embed(idx_BS), 0)  # (B, S, vocab)
         aux = [loss for layer in self.moe_layers for loss in layer.aux_losses.values()]
         aux_loss = torch.stack(aux).sum() if aux else logits.new_zeros(()).float()
         return LMOutput(logits, aux_loss)
+
+    def forward_from(self, x_BSD: torch.Tensor, block: int) -> torch.Tensor:
+        """Logits (B, S, vocab) from the residual stream `x_BSD` entering block `block` (0: the embeddings):
+        causal analysis re-runs only the blocks after a change, from a cached input."""
+        S = x_BSD.shape[1]
+        cos, sin = self.rope_cos[:S], self.rope_sin[:S]
+        for b in self.blocks[block:]:
+            x_BSD = b(x_BSD, cos, sin)
+        return self.unembed(x_BSD)
+
+    def unembed(self, x_BSD: torch.Tensor) -> torch.Tensor:
+        """The final norm and the tied LM head: residual stream -> logits (..., vocab)."""
+        return F.linear(self.norm(x_BSD), self.embed.weight)
 
     @torch.no_grad()
     def pop_expert_loads(self) -> torch.Tensor:

@@ -8,11 +8,15 @@ What the analysis layer needs is visible to forward hooks, so `forward` has no f
   raw and biased scores, logits); its input is the router's input hidden state;
 - `MoELayer.experts` returns the weighted routed output, `MoELayer.shared` the shared one;
 - after each forward the layer keeps `aux_losses` (name -> scalar tensor) and `dropped`.
+
+`Router.override` (default None) changes the choice for causal analysis and what-if routing
+(`RoutingOverride`: remove or zero experts, add a bias, force an expert, change top-k); training never sets it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -31,6 +35,37 @@ class RouterOutput(NamedTuple):
     logits_TE: torch.Tensor  # raw router logits (fp32)
 
 
+@dataclass(frozen=True)
+class RoutingOverride:
+    """A changed routing rule for causal analysis and what-if routing (`Router.override`; None = as trained).
+
+    removed: experts no token may choose: each token re-chooses from the others on the same biased scores
+        and the gate weights are renormalised as the router always does (expert ablation).
+    zeroed: experts still chosen, with gate weight 0 after the usual renormalisation ("zero its output").
+    bias: (E,) added to the scores + balancing bias when choosing (gate weights still come from the scores).
+    forced: an expert every token chooses (ranked first); its gate weight is its score, as for any choice.
+    top_k: experts per token instead of the config's.
+    """
+
+    removed: tuple[int, ...] = ()
+    zeroed: tuple[int, ...] = ()
+    bias: tuple[float, ...] | None = None
+    forced: int | None = None
+    top_k: int | None = None
+
+    def validate(self, n_experts: int, top_k: int) -> None:
+        named = [*self.removed, *self.zeroed] + ([] if self.forced is None else [self.forced])
+        if any(not 0 <= int(e) < n_experts for e in named):
+            raise ValueError(f"expert ids must be in 0..{n_experts - 1}, got {sorted(set(named))}")
+        if self.forced is not None and self.forced in self.removed:
+            raise ValueError(f"expert {self.forced} cannot be both forced and removed")
+        if self.bias is not None and len(self.bias) != n_experts:
+            raise ValueError(f"bias needs {n_experts} values, got {len(self.bias)}")
+        k = top_k if self.top_k is None else self.top_k
+        if not 1 <= k <= n_experts - len(set(self.removed)):
+            raise ValueError(f"top-k must be in 1..{n_experts - len(set(self.removed))} (experts left), got {k}")
+
+
 class Router(nn.Module):
     """Linear router; the balancing bias is added only when choosing experts (DeepSeek-V3)."""
 
@@ -40,6 +75,7 @@ class Router(nn.Module):
         self.gate = nn.Linear(dim, cfg.n_experts, bias=False)
         # persistent buffer: saved with the weights, updated outside autograd
         self.register_buffer("expert_bias", torch.zeros(cfg.n_experts))
+        self.override: RoutingOverride | None = None  # analysis only (see RoutingOverride)
 
     def forward(self, x_TD: torch.Tensor) -> RouterOutput:
         cfg = self.cfg
@@ -49,12 +85,34 @@ class Router(nn.Module):
         else:
             scores_TE = logits_TE.sigmoid()
         biased_TE = scores_TE + self.expert_bias
-        topk_idx_TK = choose_experts(biased_TE, cfg.top_k, cfg.n_groups, cfg.topk_groups)
+        ov = self.override
+        if ov is None:
+            topk_idx_TK = choose_experts(biased_TE, cfg.top_k, cfg.n_groups, cfg.topk_groups)
+        else:
+            biased_TE, topk_idx_TK = self._choose_overridden(biased_TE, ov)
         weights_TK = scores_TE.gather(-1, topk_idx_TK)
         if cfg.renormalize:
             weights_TK = weights_TK / (weights_TK.sum(dim=-1, keepdim=True) + 1e-20)
         weights_TK = weights_TK * cfg.route_scale
+        if ov is not None and ov.zeroed:
+            zeroed_TK = torch.isin(topk_idx_TK, torch.tensor(ov.zeroed, device=topk_idx_TK.device))
+            weights_TK = weights_TK.masked_fill(zeroed_TK, 0.0)
         return RouterOutput(topk_idx_TK, weights_TK, scores_TE, biased_TE, logits_TE)
+
+    def _choose_overridden(self, biased_TE: torch.Tensor, ov: RoutingOverride) -> tuple[torch.Tensor, torch.Tensor]:
+        """(biased_TE with the override's bias, topk_idx_TK): the same `choose_experts` on scores where removed
+        experts are -inf and the forced one +inf."""
+        cfg = self.cfg
+        ov.validate(cfg.n_experts, cfg.top_k)
+        if ov.bias is not None:
+            biased_TE = biased_TE + torch.tensor(ov.bias, dtype=biased_TE.dtype, device=biased_TE.device)
+        choice_TE = biased_TE
+        if ov.removed:
+            choice_TE = choice_TE.index_fill(-1, torch.tensor(ov.removed, device=choice_TE.device), float("-inf"))
+        if ov.forced is not None:
+            choice_TE = choice_TE.index_fill(-1, torch.tensor([ov.forced], device=choice_TE.device), float("inf"))
+        top_k = cfg.top_k if ov.top_k is None else ov.top_k
+        return biased_TE, choose_experts(choice_TE, top_k, cfg.n_groups, cfg.topk_groups)
 
 
 def choose_experts(biased_TE: torch.Tensor, top_k: int, n_groups: int = 1, topk_groups: int = 1) -> torch.Tensor:

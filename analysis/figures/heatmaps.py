@@ -101,10 +101,13 @@ def clicked_cell(points: Sequence[Mapping], layer: int | None = None) -> tuple[i
 
 
 def specialization_heatmap(ratio: pd.DataFrame, share: pd.DataFrame | None = None) -> go.Figure:
-    """Domain x expert: share of a domain's routings to an expert divided by the uniform k/E.
+    """Domain x expert: how much more often than uniform a domain's tokens pick an expert.
 
-    `ratio` is indexed by domain label with one column per expert; 1 = uniform. The colour is
-    log2(ratio) on a diverging scale centred at 0 (so 2x and 0.5x look equally strong).
+    `ratio` is indexed by domain label with one column per expert (all E of them); 1 = uniform. ratio = share of
+    tokens / (K/E) = share of routings / (1/E), where the SHARE OF TOKENS (`share`, optional) is the fraction of
+    the domain's tokens whose top-k contains the expert (sums to K) and the SHARE OF ROUTINGS the fraction of the
+    domain's routings that go to it (sums to 1; = ratio / E). The colour is log2(ratio) on a diverging scale
+    centred at 0 (so 2x and 0.5x look equally strong).
     """
     values = ratio.to_numpy(dtype=np.float64)
     z = np.log2(np.clip(values, 1e-3, None))
@@ -124,12 +127,15 @@ def specialization_heatmap(ratio: pd.DataFrame, share: pd.DataFrame | None = Non
             colorbar=dict(title="log2 ratio"),
         )
     )
-    share_text = np.vectorize(lambda v: f" (share {v:.1%})")(custom) if share is not None and custom.size else None
-    hover = [
-        [f"{fig.data[0].y[i]}, E{c}: {values[i, j]:.2f}x uniform" + (share_text[i, j] if share_text is not None else "")
-         for j, c in enumerate(ratio.columns)]
-        for i in range(len(ratio))
-    ]  # fmt: skip
+    n_experts = len(ratio.columns)
+
+    def cell_text(i: int, j: int, c) -> str:
+        label = fig.data[0].y[i]
+        tokens = f"; share of tokens {custom[i, j]:.1%} ({label} tokens with E{c} in their top-k)"
+        tokens = tokens if share is not None else ""
+        return f"{label}, E{c}: {values[i, j]:.2f}x uniform{tokens}; share of routings {values[i, j] / n_experts:.1%}"
+
+    hover = [[cell_text(i, j, c) for j, c in enumerate(ratio.columns)] for i in range(len(ratio))]
     _add_click_targets(fig, hover)
     fig.update_layout(
         title="Domain specialization vs uniform (1x = k/E)", height=160 + 30 * len(ratio), margin=dict(t=50, b=30)

@@ -17,6 +17,7 @@ from analysis.figures import colors
 from analysis.teaching import GateSteps, Regions, decision_regions
 
 RATE_COLORS = {1e-4: "#7f7f7f", 1e-3: "#2ca02c", 1e-2: "#d62728"}  # slow / good / oscillating
+BELOW = dict(orientation="h", yanchor="top", y=-0.25, x=0)  # a legend under the plot leaves a phone its width
 
 
 def regions_figure(
@@ -202,7 +203,7 @@ def maxvio_figure(curves: Mapping[str, np.ndarray], threshold: float = 0.05, ste
     fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"MaxVio = {threshold:g}")
     if step is not None:
         fig.add_vline(x=step, line_dash="dot")
-    fig.update_layout(title="MaxVio per step", xaxis_title="step", yaxis_title="MaxVio", height=360)
+    fig.update_layout(title="MaxVio per step", xaxis_title="step", yaxis_title="MaxVio", height=360, legend=BELOW)
     return fig
 
 
@@ -215,7 +216,7 @@ def bias_figure(biases_SE: np.ndarray, step: int | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(y=biases_SE[:, e], mode="lines", name=f"b{e}", line=dict(color=palette[e])))
     if step is not None:
         fig.add_vline(x=step, line_dash="dot")
-    fig.update_layout(title="Expert biases b_i", xaxis_title="step", yaxis_title="bias", height=320)
+    fig.update_layout(title="Expert biases b_i", xaxis_title="step", yaxis_title="bias", height=320, legend=BELOW)
     return fig
 
 
@@ -293,4 +294,101 @@ def capacity_figure(topk_TK: np.ndarray, keep_TK: np.ndarray, capacity: int) -> 
         xaxis_title="token position",
         height=320,
     )
+    return fig
+
+
+def gate_step_panels(steps: GateSteps) -> list[go.Figure]:
+    """The four steps of `gate_steps_figure` as four small figures, for columns that stack on a phone."""
+    E = len(steps.logits)
+    palette = colors.expert_colors(E)
+    chosen = set(steps.chosen.tolist())
+    gates = np.zeros(E)
+    gates[steps.chosen] = steps.gates
+    panels = [
+        ("1. logits w·x", steps.logits),
+        ("2. scores", steps.scores),
+        ("3. score + bias → top-k", steps.biased),
+        ("4. gate weights", gates),
+    ]
+    out = []
+    for i, (label, values) in enumerate(panels):
+        outline = [3 if (i >= 2 and e in chosen) else 0 for e in range(E)]
+        fig = go.Figure(
+            go.Bar(
+                x=[f"E{e}" for e in range(E)],
+                y=values,
+                marker=dict(color=palette, line=dict(width=outline, color="black")),
+                text=[f"{v:.2f}" for v in values],
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate="%{x}: %{y:.4f}<extra>" + label + "</extra>",
+            )
+        )
+        span = float(np.ptp(np.append(values, 0.0))) or 1.0  # room above/below the bars for their labels
+        fig.update_yaxes(
+            range=[min(0.0, float(values.min())) - 0.15 * span, max(0.0, float(values.max())) + 0.2 * span]
+        )
+        fig.update_layout(title=label, height=300, margin=dict(l=40, r=10, t=50, b=30), showlegend=False)
+        out.append(fig)
+    return out
+
+
+PROJECTOR = dict(font=20, title=22, tick=17, line=2.0, marker=1.6)  # read from the back of a room: ~1.7x text
+
+
+def for_projector(fig: go.Figure, height: int | None = None) -> go.Figure:
+    """A copy of `fig` readable on a projector: larger text, thicker lines and markers (and `height` if given)."""
+    fig = go.Figure(fig)
+    fig.update_layout(font=dict(size=PROJECTOR["font"]), title_font=dict(size=PROJECTOR["title"]))
+    axis = dict(tickfont=dict(size=PROJECTOR["tick"]), title_font=dict(size=PROJECTOR["font"]))
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    fig.update_annotations(font_size=PROJECTOR["font"] - 2)
+    for note in fig.layout.annotations:  # the router's weight arrows are annotations
+        if note.showarrow is not False and note.arrowwidth:
+            note.arrowwidth = note.arrowwidth * PROJECTOR["line"]
+    for shape in fig.layout.shapes:  # mean and threshold lines, step markers
+        shape.line.width = (shape.line.width or 2) * PROJECTOR["line"]
+    lines = (fig.layout.title.text or "").count("<br>") + 1  # a subtitle needs room above the plot
+    fig.update_layout(margin=dict(t=max(fig.layout.margin.t or 0, 30 + 32 * lines)))
+    for trace in fig.data:
+        if trace.type == "scatter":
+            width = trace.line.width if trace.line.width is not None else 2
+            trace.line.width = width * PROJECTOR["line"]
+            size = trace.marker.size
+            if isinstance(size, (int, float)):
+                trace.marker.size = size * PROJECTOR["marker"]
+            if trace.textfont.size:
+                trace.textfont.size = PROJECTOR["font"]
+        elif trace.type == "bar" and trace.text is not None:
+            trace.textfont.size = PROJECTOR["font"] - 2
+        elif trace.type == "heatmap" and trace.showscale is not False:
+            trace.colorbar.tickfont = dict(size=PROJECTOR["tick"])
+    if height is not None:
+        fig.update_layout(height=height)
+    return fig
+
+
+def tally_figure(options: list[str], counts: list[int], answer: int | None = None) -> go.Figure:
+    """The class's answers: one horizontal bar per option with its count; the right one marked once revealed."""
+    counts = list(counts) + [0] * (len(options) - len(counts))
+    palette = colors.expert_colors(1) * len(options)  # one colour: the count is the message, not the option
+    if answer is not None:  # Okabe-Ito green for the right answer, grey for the rest
+        palette = ["#009E73" if i == answer else "#999999" for i in range(len(options))]
+    labels = [("✓ " if i == answer else "") + text for i, text in enumerate(options)]
+    fig = go.Figure(
+        go.Bar(
+            y=labels,
+            x=counts[: len(options)],
+            orientation="h",
+            marker_color=palette,
+            text=[str(c) for c in counts[: len(options)]],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_xaxes(title="answers", rangemode="tozero", dtick=max(1, (max(counts, default=0) + 4) // 5))
+    fig.update_layout(height=90 + 60 * len(options), margin=dict(t=30, b=40, r=40), title=f"{sum(counts)} answers")
     return fig

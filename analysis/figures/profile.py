@@ -58,14 +58,15 @@ def domain_figure(domains: pd.DataFrame, expert: int, color: str) -> go.Figure:
             customdata=np.stack([d["share"], d["count"], d["n_tokens"], d["lo"], d["hi"]], axis=-1),
             hovertemplate=(
                 "%{y}: %{x:.2f}× uniform (CI %{customdata[3]:.2f}–%{customdata[4]:.2f}×)<br>"
-                f"%{{customdata[1]:,}} of %{{customdata[2]:,}} tokens routed to E{expert} (%{{customdata[0]:.1%}})"
+                f"%{{customdata[1]:,}} of %{{customdata[2]:,}} %{{y}} tokens have E{expert} in their top-k "
+                "(share of tokens %{customdata[0]:.1%})"
                 "<extra></extra>"
             ),
         )
     )
     fig.add_vline(x=1, line_dash="dash", line_color="#666666", annotation_text="uniform", annotation_position="top")
     fig.update_layout(
-        xaxis_title=f"share of the domain's tokens routed to E{expert} ÷ uniform (×)",
+        xaxis_title=f"share of tokens (the domain's tokens with E{expert} in their top-k) ÷ uniform K/E (×)",
         height=140 + 36 * len(d),
         margin=dict(t=40, b=40, l=10),
     )

@@ -1,4 +1,4 @@
-"""Model sources: where routing comes from (a run directory, a Hugging Face folder; later a recorded dataset).
+"""Model sources: where routing comes from (a run directory, a Hugging Face folder, a recorded routing dataset).
 
 names = discover_sources(run, hf_folders, runs_dir)   # {display name: path}
 source = open_source(names["default (shipped)"])
@@ -6,6 +6,7 @@ source.capabilities.history, source.steps(), source.record(docs, step)
 """
 
 from analysis.sources.base import Capabilities, Capability, DocTuple, ModelCard, ModelSource
+from analysis.sources.dataset_source import DatasetSource
 from analysis.sources.discovery import discover_sources, open_source, study_runs
 from analysis.sources.hf_source import HFSource
 from analysis.sources.run_source import RunSource
@@ -13,6 +14,7 @@ from analysis.sources.run_source import RunSource
 __all__ = [
     "Capabilities",
     "Capability",
+    "DatasetSource",
     "DocTuple",
     "HFSource",
     "ModelCard",

@@ -1,7 +1,7 @@
 """What every model source gives the app: the `ModelSource` protocol, its `Capabilities` and `ModelCard`.
 
 A model source is where routing comes from: one of our run directories (`RunSource`), a local Hugging Face
-folder (`HFSource`), later a recorded routing dataset. A page asks a source what it can give
+folder (`HFSource`), a recorded routing dataset (`DatasetSource`). A page asks a source what it can give
 (`source.capabilities`) and never which kind it is; an absent capability carries a one-line reason the page
 can show.
 
@@ -20,6 +20,8 @@ import pandas as pd
 if TYPE_CHECKING:
     import numpy as np
 
+    from analysis.causal.target import CausalTarget
+    from analysis.sources.aggregates import RoutingAggregates
     from analysis.trace import RoutingTrace
 
 DocTuple = tuple[str, str, str]  # (doc_id, label, text)
@@ -56,6 +58,8 @@ class Capabilities:
     stored_traces: Capability  # routing traces recorded ahead of time (at some steps: see `steps`, `model_steps`)
     eval_docs: Capability  # held-out labelled documents
     router_biases: Capability  # the balancing bias of every router
+    # interventions on the model: expert ablation, the expert logit lens, what-if routing (`causal_model`)
+    causal: Capability = Capability(False, "this model source cannot intervene on its model's routing")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class ModelSource(Protocol):
     """A source of routing. Loads its model(s) lazily and keeps them; safe to share between sessions."""
 
     name: str  # the model's own name (a run's name, a folder name)
-    kind: str  # "run" | "hf": for messages and file names only; never branch on it
+    kind: str  # "run" | "hf" | "dataset": for messages and file names only; never branch on it
     path: str  # absolute path of the folder
 
     @property
@@ -135,8 +139,24 @@ class ModelSource(Protocol):
         """(L, E) balancing biases at `step` (zeros where a router has none)."""
         ...
 
+    def causal_model(self, step: int | None = None) -> CausalTarget:
+        """The model at `step` for causal analysis (`analysis.causal`); ValueError with `capabilities.causal`'s
+        reason when the source has none."""
+        ...
+
     def projection_cache_dir(self) -> Path | None:
         """Folder for cached PCA/UMAP coordinates; None for no disk cache."""
+        ...
+
+    def aggregates(self, step: int | None) -> RoutingAggregates | None:
+        """Whole-corpus aggregates (load, co-activation, flow, specialization, top tokens) of the source's own
+        routing at `step`: DuckDB counts over a dataset, the metric functions over a stored trace; None when
+        the source has no routing of its own there (the app then aggregates the eval docs it records)."""
+        ...
+
+    def saturation(self) -> pd.DataFrame | None:
+        """`tables.saturation_table`: every stored step's routing against the last step's, on the same tokens;
+        None without two stored steps. ValueError when the steps hold different tokens."""
         ...
 
 

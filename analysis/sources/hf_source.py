@@ -17,6 +17,10 @@ from analysis.sources.base import YES, Capabilities, Capability, DocTuple, Model
 
 NO_STEPS = "Hugging Face model: one set of weights, no checkpoints or training history."
 NO_HISTORY = "Imported Hugging Face models come without training history; choose one of our runs in the sidebar."
+NO_CAUSAL = (
+    "Ablation, the expert logit lens and what-if routing need a router that can be intervened on; "
+    "Hugging Face families are not supported yet: use one of our runs."
+)
 NO_STORED = "A Hugging Face folder has no recorded traces: its routing is recorded when a page needs it."
 NO_EVAL_DOCS = "A Hugging Face folder has no held-out labelled documents: the built-in samples stand in."
 
@@ -66,6 +70,7 @@ class HFSource:
             stored_traces=Capability(False, NO_STORED),
             eval_docs=Capability(False, NO_EVAL_DOCS),
             router_biases=model,
+            causal=Capability(False, NO_CAUSAL),
         )
 
     def card(self) -> ModelCard:
@@ -114,6 +119,9 @@ class HFSource:
         rows = [getattr(layer.router, attr, None) if attr else None for layer in hf.layers]
         return np.stack([np.zeros(hf.n_experts) if b is None else b.detach().float().cpu().numpy() for b in rows])
 
+    def causal_model(self, step: int | None = None):
+        raise ValueError(NO_CAUSAL)
+
     def history(self) -> None:
         return None
 
@@ -128,6 +136,12 @@ class HFSource:
 
     def eval_docs(self) -> list[DocTuple]:
         return []
+
+    def aggregates(self, step: int | None) -> None:
+        return None  # no routing of its own: the app aggregates the documents it records
+
+    def saturation(self) -> None:
+        return None
 
     def projection_cache_dir(self) -> Path:
         return Path(self.path) / "projections"  # as for runs; ignored when the folder is read-only

@@ -73,7 +73,13 @@ class RunSource:
     def capabilities(self) -> Capabilities:
         route = YES if self.model_steps() else Capability(False, NO_CHECKPOINT)
         return Capabilities(
-            route_text=route, steps=YES, history=YES, stored_traces=YES, eval_docs=YES, router_biases=route
+            route_text=route,
+            steps=YES,
+            history=YES,
+            stored_traces=YES,
+            eval_docs=YES,
+            router_biases=route,
+            causal=route,
         )
 
     def card(self) -> ModelCard:
@@ -187,6 +193,14 @@ class RunSource:
     def router_biases(self, step: int | None) -> np.ndarray:
         return self.model(step).router_biases().detach().cpu().numpy()
 
+    def causal_model(self, step: int | None = None):
+        from analysis.causal.target import CausalTarget
+
+        step = self.default_step() if step is None else int(step)
+        if not self.model_steps():
+            raise ValueError(NO_CHECKPOINT)
+        return CausalTarget(self.model(step), self.tokenizer, Path(self.path).name, step)
+
     # --- what the run directory holds ------------------------------------------------------------------------
 
     def history(self) -> pd.DataFrame:
@@ -213,6 +227,19 @@ class RunSource:
 
     def eval_docs(self) -> list[DocTuple]:
         return [(str(d.doc_id), str(d.label), str(d.text)) for d in self.run.eval_docs()]
+
+    def aggregates(self, step: int | None):
+        """`TraceAggregates` of the stored eval trace at `step`; None when there is none."""
+        from analysis.sources.aggregates import TraceAggregates
+
+        trace = self.stored_trace(step)
+        return None if trace is None else TraceAggregates(trace)
+
+    def saturation(self) -> pd.DataFrame | None:
+        from analysis import tables
+
+        experts = {s: trace.experts_array() for s in self.trace_steps() if (trace := self.stored_trace(s)) is not None}
+        return tables.saturation_table(experts) if experts else None
 
     def projection_cache_dir(self) -> Path:
         return Path(self.path) / "projections"  # precomputed for the shipped run; ignored when read-only

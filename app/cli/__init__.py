@@ -21,8 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("app.cli.corpus", "build the default multi-domain corpus"),
     "train": ("app.cli.train", "train a model into a run directory"),
     "route": ("app.cli.route", "route text through a model and print/save its routing trace"),
+    "record": ("app.cli.record", "record the routing of a large corpus into a routing dataset (resumable)"),
     "report": ("app.cli.report", "write a self-contained HTML routing report"),
     "app": ("app.cli.app", "open the Streamlit app"),
+    "import": ("app.cli.import_trace", "import routing traces of Megatron-LM, vLLM or SGLang into a dataset"),
+    "ablate": ("app.cli.ablate", "remove experts and print the change of next-token loss per domain"),
+    "stats": ("app.cli.stats", "per-layer routing statistics of a routing dataset (out of core, DuckDB)"),
 }
 
 

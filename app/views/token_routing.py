@@ -4,7 +4,7 @@ the same text at another step. The page's parts are in app/routing_ui.py."""
 import streamlit as st
 
 from analysis import figures
-from app import cache, downloads, routing_ui, session, uploads
+from app import cache, downloads, routing_ui, session, uploads, what_if_panel
 
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
@@ -42,3 +42,4 @@ routing_ui.compare_steps(source, step, docs, doc, view, layer, i, config)
 
 st.subheader("Download the trace")
 downloads.trace_downloads(trace)
+what_if_panel.show(source, step, docs)  # what-if routing controls (app/what_if_panel.py)

@@ -114,7 +114,10 @@ def test_heatmap_cells_are_clickable_through_invisible_markers():
     ratio = pd.DataFrame([[2.0, 0.5]], index=[XSS], columns=[3, 7])
     spec = figures.heatmaps.specialization_heatmap(ratio, ratio / 8)
     assert list(spec.data[1].x) == ["E3", "E7"]
-    assert spec.data[1].text[0] == "&lt;script&gt;alert(1)&lt;/script&gt;, E3: 2.00x uniform (share 25.0%)"
+    assert spec.data[1].text[0] == (
+        "&lt;script&gt;alert(1)&lt;/script&gt;, E3: 2.00x uniform; share of tokens 25.0% "
+        "(&lt;script&gt;alert(1)&lt;/script&gt; tokens with E3 in their top-k); share of routings 100.0%"
+    )
     assert figures.heatmaps.clicked_cell([{"x": "E7", "y": spec.data[1].y[1]}], layer=2) == (2, 7)
 
 

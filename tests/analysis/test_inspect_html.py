@@ -37,8 +37,10 @@ def test_changed_tokens_are_marked(tiny_routing):
     text, tokens, routing = tiny_routing
     top1 = tables.top1_table(routing, 0)
     html = figures.routing.colored_text_html(text, tokens, top1, 3, selected=2, marked=[0, 2])
-    assert re.findall(r'data-token="(\d+)"[^>]*class="([^"]*)"', html) == [("0", "moe-changed"),
-                                                                           ("2", "moe-sel moe-changed")]
+    assert re.findall(r'data-token="(\d+)"[^>]*class="([^"]*)"', html) == [
+        ("0", "moe-changed"),
+        ("2", "moe-sel moe-changed"),
+    ]
 
 
 def test_legend_chips_link_to_the_expert_profile():

@@ -142,7 +142,10 @@ def test_summary_sentence_says_what_the_numbers_say(tokens):
     lift = profile.token_lift(EXPERTS, tokens, 0, 0, min_count=2)
     s = profile.summary_sentence(0, 0, share, domains, lift)
     assert s.startswith("E0 at layer 0 takes 33.3% of routings (uniform 25.0%)")
-    assert "its strongest domain is code: it gets 100.0% of code tokens, 2.0× uniform (95% CI 2.0–2.0×" in s
+    assert (
+        "its strongest domain is code: 100.0% of code tokens have it in their top-2 (share of tokens; uniform "
+        "50.0%), 2.0× uniform (95% CI 2.0–2.0×" in s
+    )
     assert "fewer prose tokens than uniform (0.67×, CI up to 0.67×)" in s
     assert "“foo”: 100% of its 3 occurrences go to E0 vs 67% of all tokens (1.5× lift)" in s
 

@@ -54,6 +54,8 @@ def _fake_study(root, source, results):
         (run_dir / "history" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         final = {"step": len(rows), "val_loss": float(np.log(ppl)), "val_ppl": ppl, "maxvio_global": vio_global}
         (run_dir / "history" / "eval.jsonl").write_text(json.dumps(final) + "\n")
+        info = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps(info | {"train": {"steps": len(rows)}}))
 
 
 def test_balancing_study_tables(source, tmp_path):
@@ -68,17 +70,32 @@ def test_balancing_study_tables(source, tmp_path):
             (0, "aux_free_u1e-3"): (19.0, [0.1, 0.1], [0.5] * 100),
         },
     )
-    table = balancing_study.markdown_table(study).splitlines()
-    assert table[2] == "| aux_free_u1e-3 | 1 | 19.00 ± 0.00 | 0.100 ± 0.000 | 0.500 ± 0.000 |"
-    # none: PPL mean 21 ± 1 (population std), MaxVio_global means 1.1 and 1.3 -> 1.2 ± 0.1, tail 1.0
-    assert table[3] == "| none | 2 | 21.00 ± 1.00 | 1.200 ± 0.100 | 1.000 ± 0.000 |"
+    _fake_study(study, source, {(2, "none"): (30.0, [2.0, 2.0], curve)})
+    info = json.loads((study / "seed2" / "none" / "run.json").read_text())
+    (study / "seed2" / "none" / "run.json").write_text(json.dumps(info | {"train": {"steps": 1000}}))
+    assert not balancing_study.finished(study / "seed2" / "none")  # stopped at step 100 of 1000: left out
+    rows = balancing_study.study_summaries(study)
+    assert sorted((r["strategy"], r["seed"]) for r in rows) == [("aux_free_u1e-3", 0), ("none", 0), ("none", 1)]
+    table = balancing_study.markdown_table(rows).splitlines()
+    assert table[2] == "| aux_free_u1e-3 | 1 | 19.00 | 0.100 | 0.500 |"  # one seed: no std to give
+    # none: PPL 20, 22 -> 21 ± sqrt(2) (SAMPLE std, ddof = 1); MaxVio_global means 1.1, 1.3 -> 1.2 ± 0.141
+    assert table[3] == "| none | 2 | 21.00 ± 1.41 | 1.200 ± 0.141 | 1.000 ± 0.000 |"
     curves = balancing_study.curve_table(study / "seed0", points=2, window=25).splitlines()
     assert curves[0] == "| strategy | step 25 | step 100 |"
     assert curves[2:] == ["| aux_free_u1e-3 | 0.50 | 0.50 |", "| none | 2.00 | 1.00 |"]
-    balancing_study.ship(study / "seed0", tmp_path / "shipped")
+    balancing_study.ship(study, tmp_path / "shipped")
     shipped = sorted(p.relative_to(tmp_path / "shipped").as_posix() for p in (tmp_path / "shipped").rglob("*"))
     assert not any("checkpoints" in p or p.endswith(".safetensors") for p in shipped), "no weights shipped"
     assert "none/history/train.jsonl" in shipped and "none/run.json" in shipped
+    assert {"none/final_seed0.json", "none/final_seed1.json", "aux_free_u1e-3/final_seed0.json"} <= set(shipped)
+    # the table can be rebuilt from the shipped summaries alone
+    assert balancing_study.markdown_table(balancing_study.load_summaries(tmp_path / "shipped")) == "\n".join(table)
+
+
+def test_mean_sd_is_the_sample_std():
+    assert balancing_study.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # population std would be 0.816
+    m, sd = balancing_study.mean_sd([5.0])
+    assert m == 5.0 and np.isnan(sd)
 
 
 @pytest.mark.parametrize("name", list(balancing_study.STRATEGIES))
@@ -100,8 +117,18 @@ def test_findings_report(source, tmp_path):
     run = load_run(run_dir)
     for step in STEPS:  # a trace at every checkpoint, as the shipped run has
         record(run.load_model(step), run.tokenizer(), run.eval_docs(), meta={"step": step}).save(run.trace_path(step))
-    text = findings.findings(run)
+    config = findings.FindingsConfig(n_permutations=500, probe_permutations=3, shuffles=20, n_boot=20)
+    f = findings.compute(run, config)
+    text = findings.markdown(f)
     for heading in ("Domain × expert specialization", "Domain probe", "Mutual information", "Router saturation"):
         assert f"### {heading}" in text
+    bullets = findings.summary(f)
+    assert text.startswith("\n".join(f"- {b}" for b in bullets))  # the sentences head the section
+    # each sentence quotes its table: the domain range is the range of the table's ratios
+    assert f"gets {findings.span(f.domain['ratio'])}× its uniform share" in bullets[0]
+    assert f"floor 1/{config.n_permutations + 1:,}" in bullets[0]
+    flips = f.balance
+    assert (flips["tokens with a changed top-k"] >= flips["flipped routings"]).all()  # K=2: a token has 2 routings
+    assert f"{findings.pct(flips['flipped routings'])} of the (token, layer, rank) routings" in bullets[-1]
     saturation = text.split("### Router saturation")[1].split("###")[0]
     assert f"| {STEPS[-1]} | 1.000 | 1.000 |" in saturation  # the final checkpoint agrees with itself

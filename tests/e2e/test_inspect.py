@@ -116,7 +116,7 @@ def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_pa
         route_text(page, server)
         page.evaluate("window.__moe_same_page = 1")
         page.locator(".moe-legend a[data-expert-link='1']").click()
-        summary = page.locator(".moe-profile-summary")
+        summary = page.locator(".moe-profile-summary").first  # the causal sentence is a second one
         summary.wait_for(timeout=60_000)
         settle(page)
         assert summary.inner_text().startswith("E1 at layer 0 takes ")
@@ -131,7 +131,7 @@ def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_pa
 
         fresh = browser.new_page(viewport={"width": 400, "height": 800})  # a link opened on its own
         fresh.goto(server + "/expert?layer=1&expert=2")
-        fresh.locator(".moe-profile-summary").wait_for(timeout=60_000)
-        assert fresh.locator(".moe-profile-summary").inner_text().startswith("E2 at layer 1 takes ")
+        fresh.locator(".moe-profile-summary").first.wait_for(timeout=60_000)
+        assert fresh.locator(".moe-profile-summary").first.inner_text().startswith("E2 at layer 1 takes ")
         fresh.screenshot(path=str(shots(tmp_path) / "profile_400x800.png"), full_page=True)
         browser.close()

@@ -1,7 +1,8 @@
 """The Learn group: a classroom walk through MoE routing on a toy 2-D router (see analysis.teaching).
 
 `LESSONS` lists the pages in order as (file name in this folder, title, material icon); app/main.py
-adds them under a "Learn" navigation group. Every lesson's settings live in the URL (app.learn_state).
+adds them under a "Learn" navigation group, followed by the live-class pages `CLASS_PAGES` (file, title, icon,
+url path). Every lesson's settings live in the URL (app.learn_state).
 """
 
 LESSONS: list[tuple[str, str, str]] = [
@@ -11,4 +12,9 @@ LESSONS: list[tuple[str, str, str]] = [
     ("lesson_4_aux_loss.py", "4 · Aux loss vs aux-loss-free", ":material/compare_arrows:"),
     ("lesson_5_capacity.py", "5 · Capacity and dropped tokens", ":material/block:"),
     ("lesson_6_real.py", "6 · From toy to real", ":material/rocket_launch:"),
+]
+
+CLASS_PAGES: list[tuple[str, str, str, str]] = [
+    ("class_teacher.py", "Live class (teacher)", ":material/groups:", "class_teacher"),
+    ("class_join.py", "Join a class", ":material/smartphone:", "class_join"),
 ]

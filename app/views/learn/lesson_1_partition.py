@@ -15,13 +15,13 @@ SPECS = {
 }
 
 params = learn_state.lesson_header("A router partitions input space", P, SPECS)
+slot = st.container()  # the main figure goes first; it is drawn once the controls below have run
 st.markdown(
     "Each token reaches the MoE layer as a vector **x**. The router gives every expert *e* a logit "
     "**w_e · x**, turns the logits into scores (sigmoid or softmax), adds the expert's bias **b_e** and keeps "
     "the best *k*. Here **x** has just 2 dimensions and there are 4 experts, so we can colour the whole plane "
     "by the expert each point would go to. The arrows are the weight vectors **w_e**."
 )
-learn_state.router_controls(P)
 c1, c2, c3 = st.columns(3)
 c1.radio(
     "Regions",
@@ -32,17 +32,15 @@ c1.radio(
 )
 c2.radio("Scores", ["sigmoid", "softmax"], key=learn_state.widget_key(P, "score"), horizontal=True)
 c3.number_input("Sample seed", 0, 9999, key=learn_state.widget_key(P, "seed"))
+learn_state.router_controls(P)
 params = learn_state.get_params(P, SPECS)
 
 W, b = learn_state.weights_array(params)
 regions = teaching.decision_regions(W, b, params["score"], lim=3.0, n=121)
 points = teaching.token_batches(params["seed"], 1, 150, centre=(0.0, 0.0), spread=1.2)[0]
 topk, _, _ = teaching.route(points, W, b, 2, params["score"])
-st.plotly_chart(
-    figures.lessons.regions_figure(regions, params["view"], W, points, topk[:, 0]),
-    key="l1_regions",
-    config=config,
-)
+fig = figures.lessons.regions_figure(regions, params["view"], W, points, topk[:, 0])
+learn_state.main_figure(P, slot, {"l1_regions": fig}, config)
 load = teaching.expert_load(topk[:, :1], learn_state.N_EXPERTS)
 st.caption(
     "Sample tokens per expert (top-1): "
@@ -54,12 +52,5 @@ st.markdown(
     "intercept compares directions. The bias only shifts which expert *wins*; it bends the borders."
 )
 
-learn_state.predict_then_reveal(
-    P,
-    "With all biases at 0, you double every router weight. What happens to the top-1 regions?",
-    ["The expert with the longest arrow grows", "Nothing: the regions stay the same", "The regions rotate"],
-    1,
-    "Doubling every logit keeps their order (sigmoid and softmax are monotone), so every point keeps its "
-    "winner. The scores get sharper, which matters for the gate weights, not for the choice.",
-)
+learn_state.predict_then_reveal(P)
 learn_state.write_params(P, SPECS)

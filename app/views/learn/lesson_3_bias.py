@@ -30,6 +30,7 @@ def simulate(w: tuple, b0: tuple, score: str, seed: int) -> tuple[dict, np.ndarr
 
 
 params = learn_state.lesson_header("Imbalance and the bias rule", P, SPECS)
+slot = st.container()  # regions and load at this step go first; drawn once the controls below have run
 st.markdown(
     "Real token streams are skewed: here the tokens sit in a small cloud that experts **E0** and **E1** "
     "both win, so with top-2 they get every token and E2, E3 idle. After each step the aux-loss-free rule "
@@ -56,39 +57,27 @@ for e in range(learn_state.N_EXPERTS):
 W = np.array(params["w"]).reshape(learn_state.N_EXPERTS, 2)
 tokens = shown[min(step, N_STEPS - 1)]
 topk, _, _ = teaching.route(tokens, W, bias, 2, params["score"])
-left, right = st.columns(2)
 regions = teaching.decision_regions(W, bias, params["score"], lim=1.2, n=121)
-left.plotly_chart(
-    figures.lessons.regions_figure(regions, "top2", W, tokens, topk[:, 0], title=f"Top-2 regions at step {step}"),
-    key="l3_regions",
-    config=config,
-)
-right.plotly_chart(
-    figures.lessons.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"),
-    key="l3_load",
-    config=config,
-)
-st.plotly_chart(figures.lessons.bias_figure(run.biases, step), key="l3_bias", config=config)
+main = {
+    "l3_regions": figures.lessons.regions_figure(
+        regions, "top2", W, tokens, topk[:, 0], title=f"Top-2 regions at step {step}"
+    ),
+    "l3_load": figures.lessons.load_figure(load, f"Load at step {step} (tokens whose top-2 has the expert)"),
+}
+learn_state.main_figure(P, slot, main, config)
+learn_state.chart(st, figures.lessons.bias_figure(run.biases, step), "l3_bias", config)
 
 st.subheader("Three rates side by side, same stream")
 curves = {f"u = {u:g}": runs[u].maxvio for u in (1e-2, 1e-4, 1e-3)}  # the good rate drawn last, on top
-st.plotly_chart(figures.lessons.maxvio_figure(curves, 0.05, step), key="l3_rates", config=config)
+learn_state.chart(st, figures.lessons.maxvio_figure(curves, 0.05, step), "l3_rates", config)
 summary = []
 for u in RATES:
     s = teaching.steps_to_balance(runs[u].maxvio)
     status = f"balanced from step {s}" if s is not None else "not balanced"
     summary.append(f"u = {u:g}: {status}, last-100-step MaxVio {runs[u].maxvio[-100:].mean():.3f}")
 st.markdown(" · ".join(summary))
-st.caption("Balanced = mean MaxVio over 20 steps below 0.05. Each step routes 4,096 fresh tokens (200 drawn).")
+st.caption(f"Balanced = mean MaxVio over 20 steps below 0.05. Each step routes {BATCH:,} fresh tokens ({SHOWN} drawn).")
 
-learn_state.predict_then_reveal(
-    P,
-    "With u = 1e-2, what does MaxVio do once it first gets low?",
-    ["It stays near 0", "It keeps bouncing up and down", "It climbs back to where it started"],
-    1,
-    "Every step moves every bias by a full ±u. With u = 1e-2 that step is larger than the gap between "
-    "balanced and unbalanced for many tokens, so the loads overshoot and swing back and forth. u = 1e-3 "
-    "takes small enough steps to settle; u = 1e-4 would settle too, but takes ten times longer.",
-)
+learn_state.predict_then_reveal(P)
 learn_state.write_params(P, SPECS)
 learn_state.play_continue(P, playing, PLAY_PAUSE)

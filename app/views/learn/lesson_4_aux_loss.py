@@ -30,8 +30,9 @@ def train_all(seed: int) -> dict:
 
 
 params = learn_state.lesson_header("Aux loss vs aux-loss-free", P, SPECS)
+slot = st.container()  # the two MaxVio curves go first; drawn once the controls below have run
 st.markdown(
-    "Two ways to balance the same skewed stream (softmax router, top-2, 4 experts):\n"
+    f"Two ways to balance the same skewed stream (softmax router, top-2, {learn_state.N_EXPERTS} experts):\n"
     "- **Switch aux loss**: add **α · E · Σ_i f_i P_i** to the loss (f_i = share of routings to i, P_i = mean "
     "router probability) and let gradient descent change the router weights. A stand-in term "
     "½·0.01·‖W − W₀‖² plays the language-model loss, which wants the router as it was.\n"
@@ -56,35 +57,20 @@ for col, res, name in (
     m2.metric("top-1 changed", f"{res.top1_changed:.1%}")
     m3.metric("‖W − W₀‖", f"{res.weight_change:.2f}")
     col.caption(f"Mean change of the router's scores: {res.score_change:.3f}")
-st.plotly_chart(
-    figures.lessons.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))}),
-    key="l4_curves",
-    config=config,
-)
-st.plotly_chart(figures.lessons.tradeoff_figure(tables.tradeoff_rows(results)), key="l4_tradeoff", config=config)
+curves = figures.lessons.maxvio_figure({name: r.maxvio_curve for name, r in (("Switch", sw), ("bias rule", bi))})
+learn_state.main_figure(P, slot, {"l4_curves": curves}, config)
+learn_state.chart(st, figures.lessons.tradeoff_figure(tables.tradeoff_rows(results)), "l4_tradeoff", config)
 left, right = st.columns(2)
-left.plotly_chart(
-    figures.lessons.router_figure(sw.W, np.zeros(4), "softmax", title="Router after the aux loss"),
-    key="l4_sw",
-    config=config,
+after_aux = figures.lessons.router_figure(
+    sw.W, np.zeros(learn_state.N_EXPERTS), "softmax", title="Router after the aux loss"
 )
-right.plotly_chart(
-    figures.lessons.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule"),
-    key="l4_b",
-    config=config,
-)
+learn_state.chart(left, after_aux, "l4_sw", config)
+after_bias = figures.lessons.router_figure(bi.W, bi.bias, "softmax", title="Router + biases after the bias rule")
+learn_state.chart(right, after_bias, "l4_b", config)
 st.caption(
     f"Each run: {N_STEPS} steps of {BATCH:,} tokens. Both must re-route some tokens to balance; only the "
     "aux loss also changes the scores that become every token's gate weights."
 )
 
-learn_state.predict_then_reveal(
-    P,
-    "Which method reaches a low MaxVio without changing any token's router scores?",
-    ["The Switch aux loss with a large α", "The bias rule", "Neither: balance always changes the scores"],
-    1,
-    "The bias only enters the top-k choice; weights and scores stay as the language-model loss wants them. "
-    "The aux loss balances by bending the router weights themselves, and a large α fights the real objective "
-    "(here it even overshoots at α = 3).",
-)
+learn_state.predict_then_reveal(P)
 learn_state.write_params(P, SPECS)

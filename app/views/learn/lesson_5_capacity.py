@@ -19,6 +19,7 @@ SPECS = {
 }
 
 params = learn_state.lesson_header("Capacity and dropped tokens", P, SPECS)
+slot = st.container()  # the capacity figure goes first; drawn once the controls below have run
 st.markdown(
     "Some MoE implementations (Switch, GShard) give every expert a fixed **capacity** per batch: "
     "**ceil(C · T · k / E)** tokens, with capacity factor C, T tokens, top-k and E experts. Tokens are served "
@@ -43,13 +44,9 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Capacity per expert", cap)
 m2.metric("Routings dropped", f"{int((~keep).sum())} of {keep.size}")
 m3.metric("Tokens losing every expert", int((~keep).all(axis=1).sum()))
-st.plotly_chart(figures.lessons.capacity_figure(topk, keep, cap), key="l5_capacity", config=config)
+learn_state.main_figure(P, slot, {"l5_capacity": figures.lessons.capacity_figure(topk, keep, cap)}, config)
 load = teaching.expert_load(topk, learn_state.N_EXPERTS)
-st.plotly_chart(
-    figures.lessons.load_figure(load, f"Demand per expert (capacity {cap})"),
-    key="l5_load",
-    config=config,
-)
+learn_state.chart(st, figures.lessons.load_figure(load, f"Demand per expert (capacity {cap})"), "l5_load", config)
 dropped = np.flatnonzero(~keep.all(axis=1))
 if len(dropped):
     table = pd.DataFrame(
@@ -63,12 +60,5 @@ if len(dropped):
 else:
     st.success("No token is dropped at this capacity factor.")
 
-learn_state.predict_then_reveal(
-    P,
-    "An expert is wanted by more tokens than its capacity. Which of them are dropped?",
-    ["A random subset", "The ones with the lowest gate weight", "The ones that come last in the batch"],
-    2,
-    "Tokens are served in position order, so the first `capacity` tokens fill the expert and the later ones "
-    "are dropped — a token's fate depends on where it sits in the batch, not on how much it wanted the expert.",
-)
+learn_state.predict_then_reveal(P)
 learn_state.write_params(P, SPECS)

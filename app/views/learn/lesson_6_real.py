@@ -34,12 +34,10 @@ def find_run() -> tuple[str | None, str | None]:
 
 
 params = learn_state.lesson_header("From toy to real", P, SPECS)
-st.markdown(
-    "The real model routes 256-dimensional hidden states instead of 2-D points, with one router per MoE layer, "
-    "but every step is the same: logits → scores → + bias → top-k → gate weights, and the same bias rule "
-    "keeps the load balanced during training."
-)
+slot = st.container()  # the real model's load per layer goes first
 name, path = find_run()
+facts = teaching.model_facts(path) if path else None  # the numbers come from the model's config
+st.markdown(teaching.real_model_sentence(facts) + " The same bias rule keeps the load balanced during training.")
 row = teaching.last_history_row(path) if path else None
 layer = int(params["layer"])
 if row is None or not row.get("load"):
@@ -48,6 +46,7 @@ if row is None or not row.get("load"):
         "Train one on the **Train** page (or start the app with `moe-explorer app --run RUN`); the links below "
         "open the explorer pages anyway."
     )
+    learn_state.main_figure(P, slot, {}, config)  # no figure, but the teacher notes
 else:
     load_LE = np.asarray(row["load"], dtype=float)
     st.session_state[learn_state.widget_key(P, "layer")] = min(layer, len(load_LE) - 1)  # fit this model's layers
@@ -60,7 +59,7 @@ else:
     if layer < len(bias):
         m[1].metric("bias range", f"{bias[layer].min():+.4f} … {bias[layer].max():+.4f}")
     m[2].metric("experts", load_LE.shape[1])
-    st.plotly_chart(figures.heatmaps.load_heatmap(load_LE), key="l6_load", config=config)
+    learn_state.main_figure(P, slot, {"l6_load": figures.heatmaps.load_heatmap(load_LE)}, config)
 
 st.subheader("Open the real thing")
 for page, label, what in LINKS:
@@ -71,12 +70,5 @@ for page, label, what in LINKS:
         st.markdown(f"[{label} (layer {layer})]({page}?{urlencode(query)})")
     st.caption(what)
 
-learn_state.predict_then_reveal(
-    P,
-    "In the real model, is the bias used to compute the gate weights?",
-    ["Yes, the gates come from score + bias", "No, only to choose the experts"],
-    1,
-    "Same as the toy: DeepSeek-V3 adds the bias only for the top-k choice; the Token routing page flags the "
-    "tokens whose choice the bias changed.",
-)
+learn_state.predict_then_reveal(P)
 learn_state.write_params(P, SPECS)

@@ -1,0 +1,204 @@
+"""`DatasetSource`: a recorded routing dataset (analysis.dataset, `moe-explorer record`) as a model source.
+
+It has no model: new text cannot be routed (`capabilities.route_text` says why). Its steps are the manifest's.
+Whole-corpus views come from DuckDB aggregates (`aggregates(step)`, `saturation()`), never from a trace of every
+token; `stored_trace(step)` is a bounded page of documents (the first ones of the stream, up to `page_tokens`
+tokens) with the stored router inputs of its sampled tokens, for the token-level views and projections, and
+its documents are the `eval_docs()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.sources.base import YES, Capabilities, Capability, DocTuple, ModelCard
+
+NO_MODEL = (
+    "This is a recorded routing dataset: it holds the routing of its documents, not the model, so new text "
+    "cannot be routed. Open the model it was recorded from to route text."
+)
+NO_STEPS = "This dataset was recorded from a model without training steps."
+NO_HISTORY = "A routing dataset holds routing, not a training history."
+NO_BIASES = "A routing dataset does not store the routers' balancing biases."
+PAGE_TOKENS = 20_000  # tokens of the page of documents that token-level views and projections get
+
+
+class DatasetSource:
+    """A routing dataset directory (manifest.json of format moe-explorer-dataset/1)."""
+
+    kind = "dataset"
+
+    def __init__(self, path: str | Path, memory_limit: str = "1GB", threads: int = 2, page_tokens: int = PAGE_TOKENS):
+        self.path = str(Path(path).resolve())
+        self.memory_limit, self.threads, self.page_tokens = memory_limit, int(threads), int(page_tokens)
+        self._dataset = None
+        self._queries = None
+        self._aggregates: dict = {}
+        self._pages: dict = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"DatasetSource({self.path!r})"
+
+    @property
+    def dataset(self):
+        """The opened `analysis.dataset.reader.Dataset` (DatasetError, one line, for a broken one)."""
+        if self._dataset is None:
+            from analysis.dataset.reader import open_dataset
+
+            self._dataset = open_dataset(self.path)
+        return self._dataset
+
+    @property
+    def queries(self):
+        with self._lock:
+            if self._queries is None:
+                from analysis.dataset.queries import DatasetQueries, QueryConfig
+
+                config = QueryConfig(memory_limit=self.memory_limit, threads=self.threads)
+                self._queries = DatasetQueries(self.path, config, manifest=self.dataset.manifest)
+            return self._queries
+
+    @property
+    def name(self) -> str:
+        return str(self.dataset.manifest["source"].get("name") or Path(self.path).name)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        steps = YES if self.steps() else Capability(False, NO_STEPS)
+        return Capabilities(
+            route_text=Capability(False, NO_MODEL),
+            steps=steps,
+            history=Capability(False, NO_HISTORY),
+            stored_traces=YES,
+            eval_docs=YES,
+            router_biases=Capability(False, NO_BIASES),
+            causal=Capability(False, NO_MODEL),
+        )
+
+    def card(self) -> ModelCard:
+        ds, meta = self.dataset, self.dataset.meta
+        L, E, K = meta.get("n_layers"), meta.get("n_experts"), meta.get("top_k")
+        source = ds.manifest["source"]
+        steps = ", ".join("none" if s is None else str(s) for s in ds.steps)
+        metrics = (
+            ("Documents", f"{ds.n_docs:,}"),
+            ("Tokens", f"{ds.n_tokens:,}"),
+            ("MoE layers", str(L)),
+            ("Experts × top-k", f"{E} × {K}"),
+        )
+        rows = (
+            ("recorded from", f"{source.get('name')} ({source.get('kind')})"),
+            ("steps", steps),
+            ("shards", str(len(ds.shards))),
+            ("complete", "yes" if ds.complete else "no (recording interrupted or running)"),
+            ("routing rows per step", f"{ds.n_tokens * (L or 0) * (K or 0):,}"),
+            ("created", str(ds.manifest.get("created"))),
+        )
+        return ModelCard(f"Routing dataset {self.name}", L, E, K, metrics, rows)
+
+    def steps(self) -> list[int]:
+        return sorted(int(s) for s in self.dataset.steps if s is not None)
+
+    def model_steps(self) -> list[int]:
+        return []
+
+    def default_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def _step(self, step: int | None) -> int | None:
+        """The dataset's partition step of a page's step (None for a dataset without steps)."""
+        return step if self.steps() else None
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        raise ValueError(NO_MODEL)
+
+    def causal_model(self, step: int | None = None):
+        raise ValueError(NO_MODEL)
+
+    def record(
+        self,
+        docs: Sequence[DocTuple],
+        step: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """`docs` cut out of the page of stored documents (matched by text); ValueError for any other text."""
+        page = self.stored_trace(step)
+        by_text = {text: doc_id for doc_id, text in page.texts.items()}
+        if not docs or any(text not in by_text for _, _, text in docs):
+            raise ValueError(NO_MODEL)
+        return page.select_docs([by_text[text] for _, _, text in docs])
+
+    def router_biases(self, step: int | None) -> np.ndarray:
+        meta = self.dataset.meta
+        return np.zeros((int(meta["n_layers"]), int(meta["n_experts"])))
+
+    def history(self) -> None:
+        return None
+
+    def eval_history(self) -> None:
+        return None
+
+    def training_config(self) -> None:
+        return None
+
+    # --- documents ----------------------------------------------------------------------------------------
+
+    def page_docs(self, page: int = 0) -> np.ndarray:
+        """doc_index of the documents of page `page`: consecutive documents of the stream holding at most
+        `page_tokens` tokens (at least one document)."""
+        docs = self.queries.query(
+            f"SELECT doc_index, n_tokens FROM {self.queries.scan('docs')} ORDER BY doc_index"
+        )  # a few columns of one row per document: small next to the routing
+        ends = np.cumsum(docs["n_tokens"].to_numpy(np.int64))
+        starts = ends - docs["n_tokens"].to_numpy(np.int64)
+        page_of = starts // max(self.page_tokens, 1)  # a document starts in exactly one page
+        return docs["doc_index"].to_numpy(np.int64)[page_of == page]
+
+    def stored_trace(self, step: int | None, page: int = 0):
+        """The trace of page `page` of the documents at `step` (None when the page is empty)."""
+        key = (self._step(step), page)
+        with self._lock:
+            if key not in self._pages:
+                wanted = self.page_docs(page)
+                self._pages[key] = self.dataset.to_trace(wanted.tolist(), key[0]) if len(wanted) else None
+                while len(self._pages) > 4:  # a page is tens of MB at most: keep a few
+                    self._pages.pop(next(iter(self._pages)))
+            return self._pages[key]
+
+    def eval_docs(self) -> list[DocTuple]:
+        page = self.stored_trace(self.default_step())
+        if page is None:
+            return []
+        first = page.tokens.groupby("doc_id", sort=False)["label"].first()
+        return [(str(d), str(first[d]), page.texts[d]) for d in first.index]
+
+    # --- aggregates ---------------------------------------------------------------------------------------
+
+    def aggregates(self, step: int | None):
+        """`DatasetAggregates` of every token at `step` (DuckDB), kept per step."""
+        from analysis.sources.aggregates import DatasetAggregates
+
+        key = self._step(step)
+        with self._lock:
+            if key not in self._aggregates:
+                self._aggregates[key] = DatasetAggregates(self.queries, key)
+            return self._aggregates[key]
+
+    def saturation(self) -> pd.DataFrame | None:
+        """`tables.saturation_table` of every recorded step against the last one; None with fewer than two."""
+        if len(self.steps()) < 2:
+            return None
+        with self._lock:
+            if "saturation" not in self._aggregates:
+                self._aggregates["saturation"] = self.queries.saturation()
+            return self._aggregates["saturation"]
+
+    def projection_cache_dir(self) -> None:
+        return None
