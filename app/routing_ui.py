@@ -136,8 +136,7 @@ def coloured_text(view: RoutingTrace, layer: int, selected: int) -> None:
 def token_panel(view: RoutingTrace, layer: int, i: int, key: str) -> None:
     """The selected token in a fixed panel (not a floating tooltip): its index box, its text, its experts and gate
     weights at every layer (this one first), and a link to its top-1 expert's profile."""
-    experts = view.experts_array()[i]  # (L, K)
-    weights = view.routing["weight"].to_numpy().reshape(view.n_tokens, view.n_layers, view.top_k)[i]
+    experts, weights = (a[0] for a in tables.routing_arrays(view.tokens.iloc[[i]], view.routing, view.n_layers))
     with st.container(border=True, key="tr_panel"):
         c1, c2 = st.columns([1, 4])
         c1.number_input("Token index", 0, len(view.tokens) - 1, key=TOKEN, on_change=_pick, args=(key,),
