@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis import figures, metrics, specialization, tables
+from analysis import domain_probe, figures, metrics, specialization, tables
 from analysis.trace import RoutingTrace
 
 MAX_DOCS_LISTED = 50  # documents listed in the report (with their first characters)
@@ -87,7 +87,7 @@ def _specialization_html(trace: RoutingTrace) -> str:
     )
     parts.append(mi.to_html(index=False, float_format=lambda v: f"{v:.3f}", escape=True, border=0))
     try:
-        probe = specialization.domain_probe(trace.routing, trace.tokens, trace.n_experts, n_splits=3)
+        probe = domain_probe.domain_probe(trace.routing, trace.tokens, trace.n_experts, n_splits=3)
     except ValueError as exc:  # too few documents per label for cross-validation
         parts.append(f"<p>Domain probe skipped: {html.escape(str(exc))}</p>")
     else:

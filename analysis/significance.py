@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import metrics, specialization
+from analysis import domain_probe, metrics, specialization
 
 N_PERMUTATIONS = 100_000  # family-wise null: floor 1e-5; a batched matmul, ~1 s for 64 docs
 PROBE_PERMUTATIONS = 50  # probe baseline: each permutation refits L + 1 cross-validated probes (~0.8 s)
@@ -138,21 +138,21 @@ def probe_permutation_baseline(
     n_splits: int = 5,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The domain probe (`specialization.domain_probe`) next to the same probe on permuted document labels.
+    """The domain probe (`domain_probe.domain_probe`) next to the same probe on permuted document labels.
 
     Each permutation shuffles the labels across documents (seeded) and refits every feature set with the
     same folds; perm_mean / perm_p95 summarise the permuted accuracies, p_value = (1 + #{perm >= observed}) /
     (1 + B). Unlike the majority-class chance, this baseline includes what a probe fits to noise.
     Returns columns: layer, features, accuracy, chance, perm_mean, perm_p95, p_value, p_floor, n_permutations.
     """
-    hist, y, _ = specialization.doc_histograms(experts, tokens, n_experts)
-    probe = specialization.domain_probe(experts, tokens, n_experts, n_splits=n_splits, seed=seed)
+    hist, y, _ = domain_probe.doc_histograms(experts, tokens, n_experts)
+    probe = domain_probe.domain_probe(experts, tokens, n_experts, n_splits=n_splits, seed=seed)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(y) for _ in range(n_permutations)]
     null = np.array(
         [
-            [specialization.probe_accuracy(X, y_b, n_splits=n_splits, seed=seed).mean() for y_b in perms]
-            for _, _, X in specialization.probe_features(hist)
+            [domain_probe.probe_accuracy(X, y_b, n_splits=n_splits, seed=seed).mean() for y_b in perms]
+            for _, _, X in domain_probe.probe_features(hist)
         ]
     )  # (feature sets, B)
     obs = probe["accuracy"].to_numpy()

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from analysis import capacity, domain_probe
 from analysis import metrics as m
 from analysis import specialization as s
 
@@ -111,8 +112,8 @@ def main() -> None:
     timed("cross_layer_flow all top-k pairs", lambda: m.cross_layer_flow(e, E, mode="all"))
     timed("consecutive_same_expert (5 shuffles)", lambda: m.consecutive_same_expert(e, tokens, n_shuffles=5))
     timed("router_saturation", lambda: m.router_saturation(e, experts_b))
-    cap = timed("capacity_drop C=1.0", lambda: m.capacity_drop(e, E, 1.0))
-    timed("drop_rate_by_position", lambda: m.drop_rate_by_position(cap.dropped_TLK, tokens, 64))
+    cap = timed("capacity_drop C=1.0", lambda: capacity.capacity_drop(e, E, 1.0))
+    timed("drop_rate_by_position", lambda: capacity.drop_rate_by_position(cap.dropped_TLK, tokens, 64))
     timed("summary (incl. dense_routing)", lambda: m.summary(routing, E, tokens=tokens, scores=scores))
     timed("domain_specialization", lambda: s.domain_specialization(e, tokens, E))
     timed("permutation baseline (200 perms)", lambda: s.specialization_permutation_baseline(e, tokens, E))
@@ -123,7 +124,7 @@ def main() -> None:
         lambda: s.token_specialization_summary(s.token_specialization(e, tokens, E, min_count=10)),
     )
     timed("import sklearn (once per process)", lambda: __import__("sklearn.linear_model"))
-    probe = timed("domain_probe (5-fold, L+1 fits)", lambda: s.domain_probe(e, tokens, E))
+    probe = timed("domain_probe (5-fold, L+1 fits)", lambda: domain_probe.domain_probe(e, tokens, E))
     total = time.perf_counter() - suite_start
 
     width = max(len(n) for n, _, _ in timings)

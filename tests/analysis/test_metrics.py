@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis import capacity
 from analysis import metrics as m
 from moe_core import routing_stats
 
@@ -253,7 +254,7 @@ def test_router_saturation_by_hand():
 
 
 def test_capacity_drop_by_hand():
-    res = m.capacity_drop(np.asarray(EXPERTS), E, capacity_factor=1.0)
+    res = capacity.capacity_drop(np.asarray(EXPERTS), E, capacity_factor=1.0)
     assert res.capacity.tolist() == [3]  # ceil(1 * 6 * 2 / 4)
     got = set(map(tuple, res.dropped[["token_row", "layer", "rank"]].to_numpy().tolist()))
     # layer 0: expert 0 gets t0 t1 t2 then t3 (4th) and t5 (5th) are dropped
@@ -261,11 +262,11 @@ def test_capacity_drop_by_hand():
     assert got == {(3, 0, 1), (5, 0, 0), (3, 1, 1), (4, 1, 1), (5, 1, 0), (5, 1, 1)}
     assert np.allclose(res.drop_rate, [2 / 12, 4 / 12])
     assert res.dropped_TLK.sum() == 6
-    assert not m.capacity_drop(np.asarray(EXPERTS), E, capacity_factor=10.0).dropped_TLK.any()
+    assert not capacity.capacity_drop(np.asarray(EXPERTS), E, capacity_factor=10.0).dropped_TLK.any()
 
 
 def test_capacity_drop_per_group():
-    res = m.capacity_drop(np.asarray(EXPERTS)[:, :1], E, 1.0, groups=make_tokens()["doc_id"].to_numpy())
+    res = capacity.capacity_drop(np.asarray(EXPERTS)[:, :1], E, 1.0, groups=make_tokens()["doc_id"].to_numpy())
     assert res.capacity.tolist() == [2, 2]  # ceil(1 * 3 * 2 / 4) per doc
     got = set(map(tuple, res.dropped[["token_row", "layer", "rank"]].to_numpy().tolist()))
     assert got == {(2, 0, 1), (2, 0, 0), (5, 0, 1)}
@@ -277,17 +278,17 @@ def test_capacity_drop_matches_moe_core():
 
     rng = np.random.default_rng(0)
     e = np.argsort(rng.random((50, 1, 8)) ** np.linspace(1, 3, 8), axis=2)[:, :, :2]  # skewed, distinct top-2
-    res = m.capacity_drop(e, 8, 0.8)
+    res = capacity.capacity_drop(e, 8, 0.8)
     keep = capacity_keep_mask(torch.as_tensor(e[:, 0]), 8, int(res.capacity[0])).numpy()
     assert np.array_equal(~keep, res.dropped_TLK[:, 0]) and res.dropped_TLK.any()
 
 
 def test_drop_rate_by_position():
-    res = m.capacity_drop(np.asarray(EXPERTS), E, capacity_factor=1.0)
-    out = m.drop_rate_by_position(res.dropped_TLK, make_tokens(), bucket_size=1)
+    res = capacity.capacity_drop(np.asarray(EXPERTS), E, capacity_factor=1.0)
+    out = capacity.drop_rate_by_position(res.dropped_TLK, make_tokens(), bucket_size=1)
     assert np.allclose(out[out.layer == 0]["drop_rate"], [1 / 4, 0, 1 / 4])
     assert np.allclose(out[out.layer == 1]["drop_rate"], [1 / 4, 1 / 4, 2 / 4])
-    wide = m.drop_rate_by_position(res.dropped_TLK, make_tokens(), bucket_size=2)
+    wide = capacity.drop_rate_by_position(res.dropped_TLK, make_tokens(), bucket_size=2)
     assert wide["position_start"].tolist() == [0, 2, 0, 2]
     assert np.allclose(wide["drop_rate"], [1 / 8, 1 / 4, 2 / 8, 2 / 4])
 

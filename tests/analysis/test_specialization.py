@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import domain_probe
 from analysis import specialization as s
 
 E = 4
@@ -190,26 +191,26 @@ def _probe_trace(separable: bool, n_docs: int = 12, seed: int = 0):
 
 def test_domain_probe_separable_and_chance():
     e, tokens = _probe_trace(separable=True)
-    out = s.domain_probe(e, tokens, 4, n_splits=3, seed=0)
+    out = domain_probe.domain_probe(e, tokens, 4, n_splits=3, seed=0)
     assert out["features"].tolist() == ["layer 0", "all layers"]
     assert out["layer"].tolist() == [0, -1]
     assert np.allclose(out["accuracy"], 1.0)
     assert np.allclose(out["chance"], 0.5) and out["n_docs"].tolist() == [12, 12]
     e, tokens = _probe_trace(separable=False, n_docs=40, seed=3)
-    assert s.domain_probe(e, tokens, 4, n_splits=4, seed=0)["accuracy"].max() < 0.9
+    assert domain_probe.domain_probe(e, tokens, 4, n_splits=4, seed=0)["accuracy"].max() < 0.9
 
 
 def test_domain_probe_histograms_and_chance_majority():
     e, tokens = _probe_trace(separable=True, n_docs=6)
-    hist, y, labels = s.doc_histograms(e, tokens, 4)
+    hist, y, labels = domain_probe.doc_histograms(e, tokens, 4)
     assert hist.shape == (1, 6, 4) and np.allclose(hist.sum(axis=2), 1.0)
     tokens.loc[tokens.doc_id == "d1", "label"] = "x"  # x: d0 d1 d2 d4, y: d3 d5
-    out = s.domain_probe(e, tokens, 4, n_splits=2)
+    out = domain_probe.domain_probe(e, tokens, 4, n_splits=2)
     assert out["chance"][0] == pytest.approx(4 / 6)
 
 
 def test_domain_probe_too_few_docs():
     with pytest.raises(ValueError, match="at least 2 labels"):
-        s.domain_probe(EXPERTS, make_tokens(labels=("a",) * 6), E)  # single doc / single label
+        domain_probe.domain_probe(EXPERTS, make_tokens(labels=("a",) * 6), E)  # single doc / single label
     with pytest.raises(ValueError, match="documents per label"):
-        s.domain_probe(EXPERTS, make_tokens(), E, n_splits=2)  # one doc per label
+        domain_probe.domain_probe(EXPERTS, make_tokens(), E, n_splits=2)  # one doc per label
