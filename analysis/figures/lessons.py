@@ -132,11 +132,9 @@ def router_figure(
     return regions_figure(decision_regions(W_E2, bias_E, score_func, lim, 81), "top1", W_E2, title=title)
 
 
-def gate_steps_figure(steps: GateSteps) -> go.Figure:
-    """Four panels, one bar per expert: logits → scores → scores + bias (chosen outlined) → gate weights."""
+def _gate_panels(steps: GateSteps) -> tuple[int, list[str], set[int], list[tuple[str, np.ndarray]]]:
+    """(E, expert colours, chosen experts, the four (title, values per expert) steps of one token's routing)."""
     E = len(steps.logits)
-    palette = colors.expert_colors(E)
-    chosen = set(steps.chosen.tolist())
     gates = np.zeros(E)
     gates[steps.chosen] = steps.gates
     panels = [
@@ -145,6 +143,12 @@ def gate_steps_figure(steps: GateSteps) -> go.Figure:
         ("3. score + bias → top-k", steps.biased),
         ("4. gate weights", gates),
     ]
+    return E, colors.expert_colors(E), set(steps.chosen.tolist()), panels
+
+
+def gate_steps_figure(steps: GateSteps) -> go.Figure:
+    """Four panels, one bar per expert: logits → scores → scores + bias (chosen outlined) → gate weights."""
+    E, palette, chosen, panels = _gate_panels(steps)
     fig = make_subplots(rows=1, cols=4, subplot_titles=[p[0] for p in panels])
     names = [f"E{e}" for e in range(E)]
     for col, (label, values) in enumerate(panels, start=1):
@@ -299,17 +303,7 @@ def capacity_figure(topk_TK: np.ndarray, keep_TK: np.ndarray, capacity: int) -> 
 
 def gate_step_panels(steps: GateSteps) -> list[go.Figure]:
     """The four steps of `gate_steps_figure` as four small figures, for columns that stack on a phone."""
-    E = len(steps.logits)
-    palette = colors.expert_colors(E)
-    chosen = set(steps.chosen.tolist())
-    gates = np.zeros(E)
-    gates[steps.chosen] = steps.gates
-    panels = [
-        ("1. logits w·x", steps.logits),
-        ("2. scores", steps.scores),
-        ("3. score + bias → top-k", steps.biased),
-        ("4. gate weights", gates),
-    ]
+    E, palette, chosen, panels = _gate_panels(steps)
     out = []
     for i, (label, values) in enumerate(panels):
         outline = [3 if (i >= 2 and e in chosen) else 0 for e in range(E)]

@@ -145,16 +145,23 @@ def _class_view(code: str, token: str | None) -> None:
         st.button("End the class", key="class_end", on_click=_end, args=(code, token))
 
 
-@st.fragment(run_every=TALLY_EVERY_S)
-def live_tally(code: str, token: str | None) -> None:
-    """The current question and its tally (counts only); for the teacher (`token`) also the reveal switch and the
-    names students chose to give. Reruns on its own every few seconds."""
+def _current_question(code: str):
+    """(the class, its open question or None); (None, None) after showing why the class cannot be read."""
     try:
         info = store().get_class(code)
     except ClassError as err:
         st.error(str(err))
+        return None, None
+    return info, content.QUESTIONS.get(info.question)
+
+
+@st.fragment(run_every=TALLY_EVERY_S)
+def live_tally(code: str, token: str | None) -> None:
+    """The current question and its tally (counts only); for the teacher (`token`) also the reveal switch and the
+    names students chose to give. Reruns on its own every few seconds."""
+    info, question = _current_question(code)
+    if info is None:
         return
-    question = content.QUESTIONS.get(info.question)
     if question is None:
         st.info("Choose a lesson to open its question.")
         return
@@ -230,12 +237,9 @@ def student_panel() -> None:
 @st.fragment(run_every=STUDENT_EVERY_S)
 def student_question(code: str, token: str) -> None:
     """The class's current question and this student's answer; looks for the next question on its own."""
-    try:
-        info = store().get_class(code)
-    except ClassError as err:
-        st.error(str(err))
+    info, question = _current_question(code)
+    if info is None:
         return
-    question = content.QUESTIONS.get(info.question)
     if question is None:
         st.info("Waiting for the teacher to open a question…")
         return
