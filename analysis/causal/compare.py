@@ -64,13 +64,15 @@ def disagreements(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def agreement_sentence(top: pd.DataFrame) -> str:
+def agreement_sentence(top: pd.DataFrame, n_domains: int | None = None) -> str:
     """How often an expert's top domain by specialization is also where removing it costs the most, from
-    `disagreements(...)`; the denominator is the (layer, expert) pairs with a top domain."""
+    `disagreements(...)`; the denominator is the (layer, expert) pairs with a top domain. With `n_domains`,
+    also how many could agree at most: one expert per (layer, domain) is that domain's rank 1."""
     n, agree = len(top), int(top["agrees"].sum())
     clear = int(((top["lo"] > 0) & top["agrees"]).sum())
+    most = f" (at most {top['layer'].nunique() * n_domains} can: one per (layer, domain))" if n_domains else ""
     return (
-        f"For {agree} of {n} (layer, expert) pairs, the domain the expert is most specialised in (highest share "
-        f"÷ uniform) is also the domain where removing it raises the loss most among its layer's experts "
+        f"For {agree} of {n} (layer, expert) pairs{most}, the domain the expert is most specialised in (highest "
+        f"share ÷ uniform) is also the domain where removing it raises the loss most among its layer's experts "
         f"({clear} of them with a 95% CI above 0); for the other {n - agree} the two disagree."
     )

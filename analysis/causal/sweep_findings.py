@@ -84,6 +84,12 @@ def spearman_by_layer(joined: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _between(values, fmt: str) -> str:
+    """'+0.0022 to +0.0396' (signed values read badly joined by a dash)."""
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
 def sentences(named: pd.DataFrame, top: pd.DataFrame, refs: pd.DataFrame, rho: pd.DataFrame) -> list[str]:
     """The bullets of §4, each quoting only the tables of the block."""
     n = len(named)
@@ -97,22 +103,22 @@ def sentences(named: pd.DataFrame, top: pd.DataFrame, refs: pd.DataFrame, rho: p
     per_layer = rho[rho["layer"] != "all"]["spearman"]
     out = [
         f"**The named domain experts** (the most specialised expert of each (layer, domain), §2): removing one "
-        f"raises its own domain's loss by {findings.span(named['Δ own domain'], '+.4f')} nats/token, with a 95% CI "
+        f"raises its own domain's loss by {_between(named['Δ own domain'], '+.4f')} nats/token, with a 95% CI "
         f"above 0 for {len(above)} of {n}. For {len(rank1)} of {n} it is the expert whose removal costs that "
         f"domain the most in its layer (rank 1 of the layer's experts)"
         + (f"; not for {missed_text}" if len(missed) else "")
         + f". For {len(own)} of {n} its own domain is the one (of the {named['domain'].nunique()}) where removing "
         f"it costs the most.",
-        "**Every expert**: " + compare.agreement_sentence(top),
+        "**Every expert**: " + compare.agreement_sentence(top, named["domain"].nunique()),
         f"**Specialization vs Δ loss over all cells**: Spearman rank correlation "
         f"{rho[rho['layer'] == 'all']['spearman'].iloc[0]:.2f} over {int(rho[rho['layer'] == 'all']['cells'].iloc[0])} "
         f"(layer, expert, domain) cells ({findings.span(per_layer, '.2f')} within a layer): a descriptive number, "
         f"not a test (the cells of one expert share its tokens).",
         f"**References** (over all documents): zeroing all routed experts of a layer raises the loss by "
-        f"{findings.span(refs['all routed experts'], '+.3f')} nats/token, zeroing the shared expert by "
-        f"{findings.span(refs['shared expert'], '+.3f')}, removing the costliest single expert by "
-        f"{findings.span(refs['its Δ'], '+.4f')} (the median single expert: "
-        f"{findings.span(refs['median single expert Δ'], '+.4f')}).",
+        f"{_between(refs['all routed experts'], '+.3f')} nats/token, zeroing the shared expert by "
+        f"{_between(refs['shared expert'], '+.3f')}, removing the costliest single expert by "
+        f"{_between(refs['its Δ'], '+.4f')} (the median single expert: "
+        f"{_between(refs['median single expert Δ'], '+.4f')}).",
     ]
     return out
 

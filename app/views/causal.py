@@ -52,7 +52,7 @@ downloads.download_csv(joined, f"specialization_vs_ablation_step{step}_{mode}.cs
 
 st.subheader("Do the domain experts matter for their domain?")
 top = compare.disagreements(joined)
-st.markdown(compare.agreement_sentence(top))
+st.markdown(compare.agreement_sentence(top, joined["label"].nunique()))
 number = st.column_config.NumberColumn
 st.dataframe(top, hide_index=True, key="ca_top", column_config={
     "ratio": number("specialization (× uniform)", format="%.2f"), "delta": number("Δ loss", format="%+.4f"),

@@ -56,6 +56,7 @@ def test_join_and_disagreements_by_hand():
     s = agreement_sentence(top)
     assert s.startswith("For 1 of 2 (layer, expert) pairs") and "(1 of them with a 95% CI above 0)" in s
     assert "for the other 1 the two disagree" in s
+    assert agreement_sentence(top, 2).startswith("For 1 of 2 (layer, expert) pairs (at most 2 can: one per (layer, ")
 
 
 def test_top_domain_is_one_per_expert_even_with_ties():

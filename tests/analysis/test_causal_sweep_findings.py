@@ -56,7 +56,7 @@ def test_sentences_quote_the_tables():
     joined, sweep = tables()
     named = named_experts(joined)
     text = sentences(named, compare.disagreements(joined), references(sweep), spearman_by_layer(joined))
-    assert "raises its own domain's loss by +0.0100–+0.0400 nats/token, with a 95% CI above 0 for 2 of 2" in text[0]
+    assert "raises its own domain's loss by +0.0100 to +0.0400 nats/token, with a 95% CI above 0 for 2 of 2" in text[0]
     assert "For 1 of 2 it is the expert" in text[0] and "not for a E0 of layer 0 (rank 2)" in text[0]
     assert "For 0 of 2 its own domain is the one (of the 2)" in text[0]
     assert "Spearman rank correlation -0.80 over 4 (layer, expert, domain) cells" in text[2]

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import findings, out_of_corpus
+from analysis.causal.sweep_findings import sweep_markdown
+from analysis.trace import load
 from moe_core.paths import default_run_path, study_runs_path
 from moe_core.run import load_run
 from scripts import balancing_study
@@ -16,6 +19,7 @@ from scripts.findings import read_block, replace_block
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "FINDINGS.md"
 OUT_OF_CORPUS = ROOT / "tests" / "data" / "out_of_corpus"
+SWEEP = default_run_path() / "causal" / "sweep_step2000_reroute.csv"
 
 
 def test_generated_blocks_round_trip():
@@ -70,3 +74,29 @@ def test_out_of_corpus_texts_cover_every_domain():
     assert all(len(d.text) > 500 for d in docs)
     per_label = {label: sum(len(d.text) for d in docs if d.label == label) for label in {d.label for d in docs}}
     assert min(per_label.values()) > 2000  # a few KB of text per domain
+
+
+def test_causal_block_matches_the_shipped_sweep():
+    """§4's sentences and tables, rebuilt from the shipped sweep table and the final eval trace."""
+    run = load_run(default_run_path())
+    assert run.checkpoints()[-1] == 2000  # the step the sweep measured
+    text = sweep_markdown(load(run.trace_path(2000)), pd.read_csv(SWEEP))
+    assert read_block(DOC.read_text(encoding="utf-8"), "causal") == text
+
+
+@pytest.mark.slow
+def test_shipped_sweep_reproduces():
+    """One row of the shipped sweep (layer 0, expert 12 re-routed; the largest single-domain effect of its
+    layer) re-measured on the shipped checkpoint: the same Δ loss per domain."""
+    from analysis.causal.ablation import Ablation, ablation_result
+    from analysis.sources import open_source
+
+    source = open_source(default_run_path())
+    runner = source.causal_model(2000).runner(source.eval_docs())
+    got = ablation_result(runner, Ablation(0, "reroute", 12), n_boot=10).per_domain.set_index("label")
+    sweep = pd.read_csv(SWEEP)
+    want = sweep[(sweep["layer"] == 0) & (sweep["expert"] == 12)].set_index("label")
+    assert sorted(got.index) == sorted(want.index)
+    for label in want.index:
+        assert got.loc[label, "n_tokens"] == want.loc[label, "n_tokens"]
+        assert got.loc[label, "delta"] == pytest.approx(want.loc[label, "delta"], abs=1e-5)
