@@ -289,12 +289,12 @@ def study_markdown(folder: Path) -> str:
 
 def ship(out: Path, dest: Path) -> None:
     """Copy run.json + history of the seed-0 runs at OUT/seed0 (no weights, no token cache), and write every
-    seed's final summary (`write_summaries`)."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    for run_dir in list_runs(out / "seed0"):
+    finished run's final summary (`write_summaries`). What OUT does not hold stays as shipped, so seeds trained
+    in several sessions (or OUTs) can be shipped one after the other."""
+    for run_dir in list_runs(out / "seed0") if (out / "seed0").is_dir() else []:
         load_run(run_dir)  # a valid run, or a clear error
-        (dest / run_dir.name).mkdir(parents=True)
+        shutil.rmtree(dest / run_dir.name / "history", ignore_errors=True)
+        (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(run_dir / "run.json", dest / run_dir.name / "run.json")
         shutil.copytree(run_dir / "history", dest / run_dir.name / "history")
     write_summaries(study_summaries(out), dest)
