@@ -270,7 +270,7 @@ def hf_logit_lens(
                 if moe.shared is not None:
                     outputs.append((SHARED, torch.full_like(idx_TK[:, 0], SHARED), None, shared_output(moe, x_TD)))
                 for rank, expert_T, weight_T, y_TD in outputs:
-                    change_TV = lens_change(y_TD, final_TD.to(y_TD.device), norm.weight, eps, W_VD)
+                    change_TV = lens_change(y_TD, final_TD, norm.weight, eps, W_VD)
                     tables.add(token_rows, rank, expert_T, weight_T, change_TV)
         finally:
             for h in hooks:

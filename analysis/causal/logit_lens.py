@@ -50,9 +50,10 @@ def lens_change(y_TD: torch.Tensor, final_TD: torch.Tensor, gamma_D: torch.Tenso
     """(T, V) float32 on the CPU: Δlogit of outputs `y_TD` through an RMSNorm with scale `gamma_D` frozen at the
     final residual `final_TD` of each token, and the unembedding `W_VD`, centred over the vocabulary (the one
     copy of the formula in the module docstring)."""
-    final_TD = final_TD.float()
+    dev = W_VD.device  # a model spread over devices (device_map) may keep its LM head apart from the layer
+    final_TD = final_TD.to(dev).float()
     scale_T = torch.rsqrt(final_TD.pow(2).mean(-1) + eps)
-    change_TV = ((y_TD.float() * gamma_D.float()) * scale_T[:, None]) @ W_VD.float().T
+    change_TV = ((y_TD.to(dev).float() * gamma_D.to(dev).float()) * scale_T[:, None]) @ W_VD.float().T
     return (change_TV - change_TV.mean(-1, keepdim=True)).cpu()
 
 
