@@ -102,16 +102,28 @@ def stored_trace(path: str, step: int | None, _source):
     return _source.stored_trace(step)
 
 
+def eval_docs(source: sources.ModelSource) -> tuple[tuple[str, str, str], ...]:
+    """The documents pages measure a source on: its held-out eval documents, else the built-in labelled samples
+    (a Hugging Face folder has none). `eval_trace` records them; causal numbers are measured on them."""
+    return tuple(source.eval_docs()) if source.capabilities.eval_docs else uploads.labelled_samples()
+
+
+def eval_docs_note(source: sources.ModelSource) -> str:
+    """Which documents `eval_docs` are, for a caption: 'the 64 held-out eval documents' or the samples."""
+    docs = eval_docs(source)
+    if source.capabilities.eval_docs:
+        return f"the {len(docs)} held-out eval documents"
+    names = ", ".join(label for _, label, _ in docs)
+    return f"the {len(docs)} built-in samples ({names}; one document per domain: this source has no eval documents)"
+
+
 def eval_trace(source: sources.ModelSource, step: int | None):
     """The source's eval trace at `step`: the stored one when there is one, else its eval docs recorded now
     (inside st.status). A source without eval docs is recorded on the built-in labelled samples."""
     trace = stored_trace(source.path, step, source) if source.capabilities.stored_traces else None
     if trace is not None:
         return trace
-    if source.capabilities.eval_docs:
-        docs = tuple(source.eval_docs())
-    else:
-        docs = uploads.labelled_samples()
+    docs = eval_docs(source)
     if not docs:
         return None
     key = docs_key(docs)

@@ -1,7 +1,8 @@
-"""Streamlit caches of causal analysis on a source's eval documents: the baseline (residual streams kept at
-each MoE block, `analysis.causal.ablation.AblationRunner`) once per (source, step), shared by every session;
-each ablation's Δ loss per domain cached by (source, step, layer, expert, mode), so the expert profile and
-the causal page reuse each other's numbers."""
+"""Streamlit caches of causal analysis on a source's eval documents (`cache.eval_docs`: a Hugging Face folder's
+are the built-in samples): the baseline (`analysis.causal.ablation.AblationRunner`: residual streams kept at
+each MoE block of our model; a Hugging Face model re-runs whole forwards with hooks) once per (source, step),
+shared by every session; each ablation's Δ loss per domain cached by (source, step, layer, expert, mode), so
+the expert profile and the causal page reuse each other's numbers."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def unavailable(source: sources.ModelSource, step: int | None) -> str | None:
     """Why causal numbers cannot be computed here, or None when they can."""
     if not source.capabilities.causal:
         return source.capabilities.causal.reason
-    if not source.eval_docs():
+    if not cache.eval_docs(source):
         return "This source has no held-out eval documents to measure the loss on."
     if step is not None and step not in source.model_steps():
         return f"Step {step} has no stored weights: choose a checkpoint step to measure what removing an expert does."
@@ -28,13 +29,19 @@ def unavailable(source: sources.ModelSource, step: int | None) -> str | None:
 
 @st.cache_resource(show_spinner=False, max_entries=2)  # ~35 MB of residual streams on the shipped run
 def _runner(path: str, step: int | None, _source):
-    return _source.causal_model(step).runner(_source.eval_docs())
+    return _source.causal_model(step).runner(cache.eval_docs(_source))
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def _domains(path: str, step: int | None, layer: int, expert: int | None, mode: str, _source) -> pd.DataFrame:
     runner = _runner(path, step, _source)
     return ablation_result(runner, Ablation(layer, mode, expert)).per_domain
+
+
+def modes(source: sources.ModelSource, step: int | None) -> tuple[str, ...]:
+    """The ablation modes the source's model supports (`analysis.causal.ablation.MODES` for our runs; a Hugging
+    Face family's `causal_modes`); the capability's reason says why the others are missing."""
+    return source.causal_model(step).modes
 
 
 def ablation_domains(source: sources.ModelSource, step: int | None, ablation: Ablation) -> pd.DataFrame:
@@ -59,10 +66,8 @@ def sweep_table(
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _what_if(path: str, step: int | None, docs_key: str, override_key: str, _source, _docs, _overrides):
-    from analysis.causal.what_if import what_if
-
     target = _source.causal_model(step)
-    return what_if(target.model, target.tokens(list(_docs)), _overrides)
+    return target.what_if(target.tokens(list(_docs)), _overrides)
 
 
 def what_if_table(source: sources.ModelSource, step: int | None, docs: list, overrides: dict) -> pd.DataFrame:
@@ -76,15 +81,18 @@ def what_if_table(source: sources.ModelSource, step: int | None, docs: list, ove
 LENS_DOC_STRIDE = 4  # the logit lens runs on every 4th eval document (16 of the shipped 64, all domains)
 
 
+def lens_docs(source: sources.ModelSource) -> tuple[tuple[str, str, str], ...]:
+    """Every LENS_DOC_STRIDE-th eval document; all of the built-in samples (one per domain) where they stand in."""
+    docs = cache.eval_docs(source)
+    return docs[::LENS_DOC_STRIDE] if source.capabilities.eval_docs else docs
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _lens(path: str, step: int | None, layer: int, _source) -> pd.DataFrame:
-    from analysis.causal.logit_lens import expert_logit_lens
-
     target = _source.causal_model(step)
-    docs = _source.eval_docs()[::LENS_DOC_STRIDE]
-    return expert_logit_lens(target.model, target.tokens(docs), layer, token_text=target.token_text).per_expert
+    return target.logit_lens(target.tokens(lens_docs(_source)), layer).per_expert
 
 
 def lens_table(source: sources.ModelSource, step: int | None, layer: int) -> pd.DataFrame:
-    """`expert_logit_lens(...).per_expert` of `layer` on every LENS_DOC_STRIDE-th eval document."""
+    """The logit lens's `per_expert` table of `layer` on `lens_docs`."""
     return _lens(source.path, step, layer, source)

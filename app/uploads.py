@@ -22,6 +22,7 @@ from typing import Any
 import streamlit as st
 
 from analysis.sources import ModelSource
+from app.samples import SAMPLES, labelled_samples  # noqa: F401 (the pages' names for them)
 
 # --- input limits (stated in the UI) --------------------------------------------------------------------
 UPLOAD_TYPES = ["txt", "md", "py", "json", "csv"]
@@ -35,17 +36,6 @@ NO_FILES_TEXT = (
     "Choose files to see their routing. A file over 1 MB is refused and marked in red; point at it to read why."
 )
 
-SAMPLES = {
-    "Prose": "The old lighthouse keeper climbed the stairs every evening. From the top he could see the fishing "
-    "boats coming home, their lights bobbing on the dark water like fireflies.",
-    "Python code": "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
-    "    return a\n\nprint([fibonacci(i) for i in range(10)])\n",
-    "Math": "Let f(x) = 3x^2 + 2x - 5. Then f'(x) = 6x + 2, so the minimum is at x = -1/3, "
-    "where f(-1/3) = 1/3 - 2/3 - 5 = -16/3.",
-    "JSON": '{"name": "moe-explorer", "experts": 16, "top_k": 2, "layers": [1, 2, 3], "shared": true}',
-    "Escaping test": "<script>alert(1)</script> & <b>not bold</b>",
-}
-
 
 def samples(source: ModelSource, per_label: int = 2) -> dict[str, str]:
     """The built-in samples plus a few of the source's held-out eval documents per domain."""
@@ -56,11 +46,6 @@ def samples(source: ModelSource, per_label: int = 2) -> dict[str, str]:
             seen[label] = seen.get(label, 0) + 1
             out[f"eval: {label} #{doc_id}"] = text
     return out
-
-
-def labelled_samples() -> tuple[tuple[str, str, str], ...]:
-    """The built-in samples as documents labelled by their name (for a source without eval documents)."""
-    return tuple((name, name, text) for name, text in SAMPLES.items() if name != "Escaping test")
 
 
 def limit_docs(source: ModelSource, docs: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], bool]:

@@ -23,7 +23,10 @@ def show(source, step: int | None, docs: list) -> None:
     except ValueError as exc:
         st.caption(str(exc))
         return
-    L, E, K = target.n_layers, target.n_experts, target.model.config.moe.top_k
+    if target.what_if_reason:  # a Hugging Face family whose router rule is not reproduced
+        st.caption(target.what_if_reason)
+        return
+    L, E, K = target.n_layers, target.n_experts, target.top_k
     with st.form("wi_form"):
         c1, c2 = st.columns(2)
         layers = c1.multiselect("MoE layers to change", range(L), default=[0], key="wi_layers")

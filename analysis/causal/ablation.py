@@ -94,18 +94,28 @@ def padded_batches(doc_lengths: Sequence[int], block_size: int, batch_size: int)
     return out
 
 
-def tokenize_docs(tokenizer, docs, block_size: int, batch_tokens: int = BATCH_TOKENS, pad: bool = True) -> EvalTokens:
+def tokenize_docs(
+    tokenizer,
+    docs,
+    block_size: int,
+    batch_tokens: int = BATCH_TOKENS,
+    pad: bool = True,
+    encode: Callable[[str], tuple[list[int], list[tuple[int, int]], list[str]]] | None = None,
+) -> EvalTokens:
     """Documents (texts, `Doc`s or (doc_id, label, text) tuples) -> tokens and windows, as the recorder cuts
-    them; `pad` batches them with right padding (`padded_batches`; only for routing without a capacity limit)."""
+    them; `pad` batches them with right padding (`padded_batches`; only for routing without a capacity limit).
+    encode(text) -> (ids, spans, texts): default our tokenizer's (a Hugging Face model passes its own)."""
     from moe_core.corpus import Doc
     from moe_core.tokenizer import encode_with_offsets
 
     if docs and isinstance(docs[0], tuple):
         docs = [Doc(text=text, label=label, source="causal", doc_id=doc_id) for doc_id, label, text in docs]
 
-    def encode(text: str):
+    def encode_ours(text: str):
         ids, spans = encode_with_offsets(tokenizer, text)
         return ids, spans, [text[s:e] for s, e in spans]
+
+    encode = encode or encode_ours
 
     columns, lengths = token_table(normalise_docs(docs, None), encode)
     batch_size = max(1, batch_tokens // block_size)
@@ -175,37 +185,56 @@ def token_losses(logits_BSV: torch.Tensor, ids_BS: torch.Tensor) -> torch.Tensor
 class AblationRunner:
     """Baseline losses and the residual stream entering each MoE block, cached once; then `losses(ablation)`
     re-runs only the blocks from the ablated layer up. Holds the model's lock for each call (a shared model
-    must not be intervened on while another session records with it)."""
+    must not be intervened on while another session records with it).
+
+    The loop, the loss and the tables are shared with other models (a Hugging Face model:
+    `analysis.causal.hf_interventions.HFAblationRunner`), which override the three model-specific steps:
+    `_check_batches`, `_intervention` and `_logits`."""
 
     def __init__(self, model, data: EvalTokens, progress: Callable[[int, int], None] | None = None):
         self.model, self.data = model, data
         self.n = len(data.tokens)
-        self.blocks = list(model.config.moe_layers)  # block index of each MoE layer
-        self.device = next(model.parameters()).device
+        self.device = self._input_device()
         ids = torch.as_tensor(data.tokens["token_id"].to_numpy(np.int64, copy=True))
         if len(ids) and int(ids.max()) >= model.config.vocab_size:
             raise ValueError(f"the tokenizer does not match the model: token id {int(ids.max())} >= vocab size")
-        if model.config.moe.capacity_factor > 0 and any((rows < 0).any() for rows in data.batches):
-            raise ValueError("padded batches need per-token routing: tokenize with pad=False under a capacity limit")
+        self._check_batches()
         # per batch (B, S) ids; padding gets token 0 (it is never scored, and comes after every real token)
         self.ids = [ids[torch.as_tensor(rows).clamp_min(0)].to(self.device) for rows in data.batches]
         self._cache: list[dict[int, torch.Tensor]] = []  # per batch: block -> (B, S, D) residual input
         self.base = self._run(None, progress)  # (N,) baseline nats
 
+    # --- the model-specific steps (our MoETransformer) ---
+
+    def _input_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _check_batches(self) -> None:
+        if self.model.config.moe.capacity_factor > 0 and any((rows < 0).any() for rows in self.data.batches):
+            raise ValueError("padded batches need per-token routing: tokenize with pad=False under a capacity limit")
+
+    def _intervention(self, ablation: Ablation | None):
+        return intervention(self.model, ablation)
+
+    def _logits(self, i: int, ids_BS: torch.Tensor, ablation: Ablation | None) -> torch.Tensor:
+        """(B, S, V) logits of batch i (ids (B, S)) with `ablation` applied (inside `_intervention`)."""
+        if ablation is None:
+            return self._capture(ids_BS)
+        block = self.model.config.moe_layers[ablation.layer]
+        return self.model.forward_from(self._cache[i][block], block)
+
+    # --- shared ---
+
     def _run(self, ablation: Ablation | None, progress=None) -> np.ndarray:
         model = self.model
         out_N = np.full(self.n, np.nan)
-        with model_lock(model), torch.inference_mode(), intervention(model, ablation):
+        with model_lock(model), torch.inference_mode(), self._intervention(ablation):
             was_training = model.training
             model.eval()
             try:
                 done = 0
                 for i, (rows_BS, ids_BS) in enumerate(zip(self.data.batches, self.ids)):
-                    if ablation is None:
-                        logits_BSV = self._capture(ids_BS)
-                    else:
-                        block = self.blocks[ablation.layer]
-                        logits_BSV = model.forward_from(self._cache[i][block], block)
+                    logits_BSV = self._logits(i, ids_BS, ablation)
                     real = rows_BS >= 0
                     out_N[rows_BS[real]] = token_losses(logits_BSV, ids_BS).numpy()[real]
                     done += int(real.sum())
@@ -220,7 +249,7 @@ class AblationRunner:
         model, kept = self.model, {}
         handles = [
             model.blocks[b].register_forward_pre_hook(lambda m, args, b=b: kept.__setitem__(b, args[0]))
-            for b in self.blocks
+            for b in model.config.moe_layers
         ]
         try:
             logits_BSV = model(ids_BS).logits

@@ -9,6 +9,9 @@ the inputs of every later layer, so their rows can change too. Loss as in `analy
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
 import numpy as np
 import pandas as pd
 import torch
@@ -40,40 +43,46 @@ def parse_bias(text: str, n_experts: int) -> tuple[float, ...] | None:
     return tuple(bias)
 
 
-def _capture(model, data: EvalTokens, overrides: dict[int, RoutingOverride]):
-    """(loss (N,), experts [per layer (N, K_l)], weights [per layer (N, K_l)]) of `data` under `overrides`."""
-    layers = model.moe_layers
+def capture_routing(
+    model: torch.nn.Module,
+    data: EvalTokens,
+    routers: Sequence[tuple[torch.nn.Module, Callable]],
+    logits: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    context: AbstractContextManager,
+):
+    """(loss (N,), experts [per layer (N, K_l)], weights [per layer (N, K_l)]) of `data`: one forward per batch
+    (`logits(ids_BS)` -> (B, S, V)) inside `context` (the changed routing), the experts and weights read by a
+    forward hook on each router (`extract(output) -> (experts_TK, weights_TK)`, best first)."""
     n = len(data.tokens)
     loss_N = np.full(n, np.nan)
-    experts: list[list] = [[] for _ in layers]
-    weights: list[list] = [[] for _ in layers]
+    experts: list[list] = [[] for _ in routers]
+    weights: list[list] = [[] for _ in routers]
     order = []
     seen: dict[int, tuple] = {}
-    hooks = [
-        layer.router.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, (out[0], out[1])))
-        for i, layer in enumerate(layers)
-    ]
     ids_all = torch.as_tensor(data.tokens["token_id"].to_numpy(np.int64, copy=True))
-    device = next(model.parameters()).device
-    try:
-        with model_lock(model), torch.inference_mode(), routing_override(model, overrides):
-            was_training = model.training
-            model.eval()
-            try:
-                for rows_BS in data.batches:
-                    ids_BS = ids_all[torch.as_tensor(rows_BS).clamp_min(0)].to(device)
-                    real_BS = rows_BS >= 0
-                    loss_N[rows_BS[real_BS]] = token_losses(model(ids_BS).logits, ids_BS).numpy()[real_BS]
-                    real = torch.as_tensor(real_BS.reshape(-1), device=device)
-                    for i in range(len(layers)):
-                        experts[i].append(seen[i][0][real].cpu().numpy())
-                        weights[i].append(seen[i][1][real].float().cpu().numpy())
-                    order.append(rows_BS[real_BS])
-            finally:
-                model.train(was_training)
-    finally:
-        for h in hooks:
-            h.remove()
+    with model_lock(model), torch.inference_mode(), context:
+        # registered inside `context`: a hook that changes the router's output runs first, so this one sees it
+        hooks = [
+            router.register_forward_hook(lambda m, a, out, i=i, f=extract: seen.__setitem__(i, f(out)))
+            for i, (router, extract) in enumerate(routers)
+        ]
+        was_training = model.training
+        model.eval()
+        try:
+            for rows_BS in data.batches:
+                ids_BS = ids_all[torch.as_tensor(rows_BS).clamp_min(0)].to(device)
+                real_BS = rows_BS >= 0
+                loss_N[rows_BS[real_BS]] = token_losses(logits(ids_BS), ids_BS).numpy()[real_BS]
+                for i in range(len(routers)):
+                    real = torch.as_tensor(real_BS.reshape(-1), device=seen[i][0].device)
+                    experts[i].append(seen[i][0][real].cpu().numpy())
+                    weights[i].append(seen[i][1][real].float().cpu().numpy())
+                order.append(rows_BS[real_BS])
+        finally:
+            model.train(was_training)
+            for h in hooks:
+                h.remove()
     rows = np.concatenate(order)
     inverse = np.empty(n, dtype=np.int64)
     inverse[rows] = np.arange(n)
@@ -81,6 +90,15 @@ def _capture(model, data: EvalTokens, overrides: dict[int, RoutingOverride]):
         loss_N,
         [np.concatenate(parts)[inverse] for parts in experts],
         [np.concatenate(parts)[inverse] for parts in weights],
+    )
+
+
+def _capture(model, data: EvalTokens, overrides: dict[int, RoutingOverride]):
+    """`capture_routing` of our model under `overrides` (its routers return the experts first)."""
+    routers = [(layer.router, lambda out: (out[0], out[1])) for layer in model.moe_layers]
+    device = next(model.parameters()).device
+    return capture_routing(
+        model, data, routers, lambda ids_BS: model(ids_BS).logits, device, routing_override(model, overrides)
     )
 
 
@@ -92,10 +110,14 @@ def what_if(model, data: EvalTokens, overrides: dict[int, RoutingOverride]) -> p
     for layer in overrides:
         if not 0 <= layer < len(model.moe_layers):
             raise ValueError(f"layer must be in 0..{len(model.moe_layers) - 1}, got {layer}")
-    loss0, exp0, w0 = _capture(model, data, {})
-    loss1, exp1, w1 = _capture(model, data, overrides)
-    n, L = len(data.tokens), len(exp0)
-    tokens = data.tokens
+    return what_if_frame(data.tokens, _capture(model, data, {}), _capture(model, data, overrides))
+
+
+def what_if_frame(tokens: pd.DataFrame, before: tuple, after: tuple) -> pd.DataFrame:
+    """`what_if`'s table from two `capture_routing` results (as trained, changed)."""
+    loss0, exp0, w0 = before
+    loss1, exp1, w1 = after
+    n, L = len(tokens), len(exp0)
     frame = pd.DataFrame(
         {
             "token_row": np.repeat(np.arange(n), L),

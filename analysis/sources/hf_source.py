@@ -17,10 +17,6 @@ from analysis.sources.base import YES, Capabilities, Capability, DocTuple, Model
 
 NO_STEPS = "Hugging Face model: one set of weights, no checkpoints or training history."
 NO_HISTORY = "Imported Hugging Face models come without training history; choose one of our runs in the sidebar."
-NO_CAUSAL = (
-    "Ablation, the expert logit lens and what-if routing need a router that can be intervened on; "
-    "Hugging Face families are not supported yet: use one of our runs."
-)
 NO_STORED = "A Hugging Face folder has no recorded traces: its routing is recorded when a page needs it."
 NO_EVAL_DOCS = "A Hugging Face folder has no held-out labelled documents: the built-in samples stand in."
 
@@ -70,8 +66,18 @@ class HFSource:
             stored_traces=Capability(False, NO_STORED),
             eval_docs=Capability(False, NO_EVAL_DOCS),
             router_biases=model,
-            causal=Capability(False, NO_CAUSAL),
+            causal=self._causal(model),
         )
+
+    def _causal(self, model: Capability) -> Capability:
+        """Available with the family's hooks (`analysis.causal.hf_interventions`); the reason lists what this
+        family cannot do ('' when everything can be done)."""
+        if not model:
+            return model
+        from analysis.causal.hf_interventions import unsupported
+        from analysis.hf.families import FAMILIES
+
+        return Capability(True, unsupported(FAMILIES[self.info["model_type"]]))
 
     def card(self) -> ModelCard:
         info = self.info
@@ -120,7 +126,15 @@ class HFSource:
         return np.stack([np.zeros(hf.n_experts) if b is None else b.detach().float().cpu().numpy() for b in rows])
 
     def causal_model(self, step: int | None = None):
-        raise ValueError(NO_CAUSAL)
+        """An `HFCausalTarget` of the loaded model (ablation, logit lens, what-if through forward hooks)."""
+        if step is not None:
+            raise ValueError(f"{self.name} has no checkpoints (asked for step {step})")
+        causal = self.capabilities.causal
+        if not causal:
+            raise ValueError(causal.reason)
+        from analysis.causal.hf_interventions import HFCausalTarget
+
+        return HFCausalTarget(self.hf, self.name)
 
     def history(self) -> None:
         return None

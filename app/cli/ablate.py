@@ -2,14 +2,17 @@
 
 Removes expert E of MoE layer L (or each expert of the layer in turn) and prints the change of next-token
 loss per domain, in nats/token, with a 95% bootstrap CI over documents (analysis.causal.ablation). Without
-FILEs or --text it uses the run's held-out eval documents. --mode zero zeroes the expert's output instead of
-re-routing its tokens; --references adds the whole layer's routed experts and the shared expert;
---out writes the table (.csv or .parquet): per domain, or with --per doc|token per document or token.
+FILEs or --text it uses the run's held-out eval documents (a Hugging Face folder has none: the app's built-in
+labelled samples, as its pages use). --mode zero zeroes the expert's output instead of re-routing its tokens;
+--references adds the whole layer's routed experts and the shared expert; --out writes the table (.csv or
+.parquet): per domain, or with --per doc|token per document or token. With --hf PATH the interventions are
+forward hooks on the loaded model (analysis.causal.hf_interventions); a mode its family lacks is one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from analysis.causal.ablation import BATCH_TOKENS, Ablation, stack, sweep_results
+    from analysis.causal.ablation import Ablation, stack, sweep_results
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in (".csv", ".parquet"):
@@ -48,7 +51,8 @@ def run_ablate(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    target = causal_target(args)
+    modes = [args.mode] + (["layer", "shared"] if args.references else [])
+    target = causal_target(args, modes)
     docs = documents(args, target)
     layers = parse_layers(args.layer, target.n_layers)
     if args.expert is not None and not 0 <= args.expert < target.n_experts:
@@ -58,7 +62,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     if args.references:
         ablations += [Ablation(layer, ref) for layer in layers for ref in ("layer", "shared")]
     start = time.perf_counter()
-    batch_tokens = BATCH_TOKENS if args.batch_size is None else args.batch_size * target.model.config.block_size
+    batch_tokens = None if args.batch_size is None else args.batch_size * target.block_size
     runner = target.runner(docs, batch_tokens=batch_tokens)
     results = sweep_results(
         runner, ablations, n_boot=args.n_boot, progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr)
@@ -77,12 +81,20 @@ def run_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def causal_target(args: argparse.Namespace):
-    """Our run's checkpoint (--run, --checkpoint, --device), or the --hf folder's source (which says why not)."""
+def causal_target(args: argparse.Namespace, modes: list[str]):
+    """Our run's checkpoint (--run, --checkpoint, --device), or the --hf folder's hooked model; a mode the
+    folder's family lacks is a one-line ValueError before the model loads."""
     if args.hf:
-        from analysis.sources import open_source
+        from analysis.causal.hf_interventions import check_mode
+        from analysis.hf.families import FAMILIES
+        from analysis.sources import HFSource
 
-        return open_source(args.hf).causal_model()  # ValueError with the reason when the family cannot
+        source = HFSource(args.hf, device=args.hf_device or args.device, dtype=args.hf_dtype)
+        if not source.info["supported"]:
+            raise ValueError(f"{args.hf}: {source.info['reason']}")
+        for mode in modes:
+            check_mode(FAMILIES[source.info["model_type"]], mode)
+        return dataclasses.replace(source.causal_model(), window=args.hf_window)
     from analysis.causal.target import CausalTarget
 
     run = open_run(args.run)
@@ -95,6 +107,12 @@ def documents(args: argparse.Namespace, target) -> list:
         return [("text", "text", args.text)]
     if args.files:
         return docs_from_files(args.files)
+    if args.hf:
+        from app.samples import labelled_samples
+
+        docs = list(labelled_samples())
+        print(f"{target.name} has no eval documents: measuring on the {len(docs)} built-in samples", file=sys.stderr)
+        return docs
     run = open_run(args.run)
     docs = run.eval_docs()
     if not docs:

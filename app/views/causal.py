@@ -20,15 +20,21 @@ trace = None if why else cache.eval_trace(source, step)
 if why or trace is None:
     st.info(why or "No eval documents to measure on.")
     st.stop()
+st.caption(f"Measured on {cache.eval_docs_note(source)}.")
+if source.capabilities.causal.reason:  # a Hugging Face family that cannot do everything says what
+    st.caption(source.capabilities.causal.reason)
 L, E = trace.n_layers, trace.n_experts
+supported = causal_cache.modes(source, step)
 modes = {"reroute": "re-route its tokens to the other experts", "zero": "zero its output (keep the choice)"}
+modes = {m: text for m, text in modes.items() if m in supported}
 mode = st.radio("Remove an expert by", list(modes), format_func=modes.get, horizontal=True, key="ca_mode")
-ablations = sweep_ablations(L, E, mode)
+ablations = [ab for ab in sweep_ablations(L, E, mode) if ab.mode in supported]
 done = st.session_state.setdefault("ca_done", set())
 if (source.path, step, mode) not in done:
     slot = st.container()  # the offer disappears once the sweep runs
-    slot.info(f"{len(ablations)} ablations ({L} layers × {E} experts, plus 2 references per layer) on "
-              f"{len(trace.texts)} eval documents; computed once, then cached for every session.")  # fmt: skip
+    refs = len(ablations) // L - E
+    slot.info(f"{len(ablations)} ablations ({L} layers × {E} experts, plus {refs} references per layer) on "
+              f"{len(trace.texts)} documents; computed once, then cached for every session.")  # fmt: skip
     if not slot.button("Run the sweep", key="ca_run", type="primary"):
         st.stop()
     done.add((source.path, step, mode))

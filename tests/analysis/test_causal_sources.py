@@ -1,5 +1,5 @@
 """The `causal` capability on the model-source protocol: a run gives a `CausalTarget` at its steps with
-weights; a run without checkpoints and a Hugging Face folder say why not."""
+weights; a run without checkpoints says why not; a Hugging Face folder gives its hooked model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from analysis.causal.ablation import Ablation, ablation_result
 from analysis.sources import HFSource, RunSource
 from tests.app.conftest import EVAL_DOCS, STEPS, make_tiny_run
+
+EVAL_DOCS_TUPLES = [(str(i), label, text) for i, (label, text) in enumerate(EVAL_DOCS)]
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +45,14 @@ def test_a_run_without_checkpoints_says_why(tiny_run, tmp_path):
         source.causal_model()
 
 
-def test_a_hugging_face_folder_says_why(tmp_path):
+def test_a_hugging_face_folder_gives_a_target_through_hooks(tmp_path):
     pytest.importorskip("transformers", reason="Hugging Face models need the optional extra: pip install .[hf]")
     from tests.app.conftest import make_tiny_hf
 
     source = HFSource(make_tiny_hf(tmp_path / "tiny-dsv3"), device="cpu", dtype="float32")
     causal = source.capabilities.causal
-    assert not causal and "Hugging Face families are not supported yet" in causal.reason
-    with pytest.raises(ValueError, match="not supported yet"):
-        source.causal_model()
+    assert causal and causal.reason == ""  # DeepSeek-V3: every mode, the lens and what-if
+    target = source.causal_model()
+    assert target.modes == ("reroute", "zero", "layer", "shared") and target.what_if_reason is None
+    res = ablation_result(target.runner(EVAL_DOCS_TUPLES), Ablation(1, "shared"), n_boot=20)
+    assert np.isfinite(res.per_domain["delta"]).all()

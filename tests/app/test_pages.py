@@ -184,6 +184,36 @@ def test_pages_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
     assert shown_text(markdown_html(at)) == "def f(x): return x"
 
 
+def test_causal_numbers_on_a_hugging_face_model(app_env, entry, tiny_hf, monkeypatch):
+    """Ablation sweep, the expert's Δ loss and logit lens, and what-if routing through hooks, on the built-in
+    samples (a Hugging Face folder has no eval documents), said on the page."""
+    monkeypatch.setenv("MOE_EXPLORER_HF", str(tiny_hf))
+    at = open_page(entry)
+    at.sidebar.selectbox[0].set_value(str(tiny_hf.resolve())).run()
+    at.switch_page(str(ROOT / "app" / "views" / "causal.py")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Measured on the 4 built-in samples" in c.value for c in at.caption)
+    assert "20 ablations (2 layers × 8 experts, plus 2 references per layer)" in at.info[0].value
+    at.button(key="ca_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Specialization vs Δ loss" in [h.value for h in at.subheader]
+    at.switch_page(str(ROOT / "app" / "views" / "expert.py")).run()
+    at.toggle(key="ex_effect").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("built-in samples" in c.value for c in at.caption)
+    at.toggle(key="ex_lens").set_value(True).run()
+    assert not at.exception and any("promotes" in md.value.lower() for md in at.markdown)
+    at.switch_page(str(ROOT / "app" / "views" / "token_routing.py")).run()
+    at.text_area(key=session.KEY_TEXT).set_value("def f(x): return x + 1").run()
+    at.radio(key="wi_kind").set_value("force")  # form widgets: set, then submit in one run
+    at.selectbox(key="wi_force").set_value(3)
+    at.button[[b.label for b in at.button].index("Apply")].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert any(c.value.startswith("Δ loss = loss with the change") for c in at.caption)
+    summary = next(d.value for d in at.dataframe if "n_changed" in d.value)
+    assert summary["n_changed"].sum() > 0  # forcing E3 changed tokens' experts
+
+
 def test_launch_command_and_errors(tiny_run, tmp_path):
     import argparse
     import subprocess

@@ -113,10 +113,49 @@ def test_bad_input_is_one_line(tiny_run, capsys, extra, message):
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_hugging_face_folder_says_why_not(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory):
     pytest.importorskip("transformers")
     from tests.hf_fixtures import save_tiny_hf_model
 
-    folder = save_tiny_hf_model(tmp_path / "olmoe", "olmoe")
-    rc, _, err = run_cli(["ablate", "--hf", str(folder), "--layer", "0", "--expert", "0", "--text", "hi"], capsys)
-    assert rc == 2 and "Hugging Face families are not supported yet" in err
+    root = tmp_path_factory.mktemp("hf")
+    return {family: save_tiny_hf_model(root / family, family) for family in ("olmoe", "qwen2_moe", "phimoe")}
+
+
+def test_a_hugging_face_folder_is_ablated_through_hooks(tiny_hf, tmp_path, capsys):
+    from analysis.causal.hf_interventions import HFCausalTarget
+    from analysis.hf import load_hf_model
+
+    out = tmp_path / "hf.csv"
+    argv = ["ablate", "--hf", str(tiny_hf["qwen2_moe"]), "--layer", "1", "--expert", "2", "--references"]
+    argv += ["--hf-device", "cpu", "--text", TEXTS["prose"], "--out", str(out)]
+    rc, stdout, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    assert "layer 1: expert 2 (re-routed)" in stdout and "layer 1: shared expert" in stdout
+    table = pd.read_csv(out)
+    target = HFCausalTarget(load_hf_model(tiny_hf["qwen2_moe"], device="cpu", dtype="float32"), "qwen2_moe")
+    runner = target.runner([("text", "text", TEXTS["prose"])])
+    expected = ablation_result(runner, Ablation(1, "reroute", 2)).per_domain
+    np.testing.assert_allclose(table["delta"][:2], expected["delta"], rtol=1e-5, atol=1e-7)
+    assert (table["delta"][:2] != 0).all()
+
+
+def test_a_hugging_face_folder_without_texts_uses_the_samples(tiny_hf, capsys):
+    argv = ["ablate", "--hf", str(tiny_hf["olmoe"]), "--layer", "0", "--all-experts", "--mode", "zero"]
+    rc, stdout, err = run_cli([*argv, "--hf-device", "cpu"], capsys)
+    assert rc == 0, err
+    assert "built-in samples" in err and "layer 0: expert 7 (output zeroed)" in stdout and "Python code" in stdout
+
+
+@pytest.mark.parametrize(
+    "family,extra,message",
+    [
+        ("olmoe", ["--references"], "OLMoE supports the ablation modes reroute, zero, layer, not 'shared'"),
+        ("phimoe", [], "Phi-MoE supports the ablation modes zero, layer, not 'reroute' (its router's rule is not"),
+    ],
+)
+def test_a_mode_the_family_lacks_is_one_line(tiny_hf, capsys, family, extra, message):
+    argv = ["ablate", "--hf", str(tiny_hf[family]), "--layer", "0", "--expert", "0", *extra]
+    rc, _, err = run_cli([*argv, "--text", "hello there", "--hf-device", "cpu"], capsys)
+    assert rc == 2 and message in err
+    assert len(err.strip().splitlines()) == 1  # said before the model loads
