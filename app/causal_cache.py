@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import sources
+from analysis.causal import stored_sweep
 from analysis.causal.ablation import Ablation, ablation_result, labelled
 from app import cache
 
@@ -44,8 +45,19 @@ def modes(source: sources.ModelSource, step: int | None) -> tuple[str, ...]:
     return source.causal_model(step).modes
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def stored(path: str, step: int | None) -> tuple[pd.DataFrame | None, list[str]]:
+    """The sweep tables stored with the model at `step` (`analysis.causal.stored_sweep`) and the errors of
+    those that could not be read."""
+    return stored_sweep.stored_sweeps(path, step)
+
+
 def ablation_domains(source: sources.ModelSource, step: int | None, ablation: Ablation) -> pd.DataFrame:
-    """`domain_deltas` of one ablation on the source's eval documents (label, n_docs, n_tokens, delta, lo, hi)."""
+    """`domain_deltas` of one ablation on the source's eval documents (label, n_docs, n_tokens, delta, lo, hi):
+    from the sweep stored with the model when it has that ablation, else measured (and cached)."""
+    rows = stored_sweep.lookup(stored(source.path, step)[0], ablation)
+    if rows is not None:
+        return rows
     return _domains(source.path, step, ablation.layer, ablation.expert, ablation.mode, source)
 
 

@@ -4,7 +4,7 @@ so a user sees where "specialised" (chosen often for a domain) and "needed" (the
 import streamlit as st
 
 from analysis import specialization
-from analysis.causal import charts, compare
+from analysis.causal import charts, compare, stored_sweep
 from analysis.causal.ablation import sweep_ablations
 from app import cache, causal_cache, downloads, session
 
@@ -30,7 +30,13 @@ modes = {m: text for m, text in modes.items() if m in supported}
 mode = st.radio("Remove an expert by", list(modes), format_func=modes.get, horizontal=True, key="ca_mode")
 ablations = [ab for ab in sweep_ablations(L, E, mode) if ab.mode in supported]
 done = st.session_state.setdefault("ca_done", set())
-if (source.path, step, mode) not in done:
+table_on_disk, errors = causal_cache.stored(source.path, step)
+for error in errors:
+    st.warning(f"A stored sweep table was left out: {error}")
+if all(stored_sweep.lookup(table_on_disk, ab) is not None for ab in ablations):
+    st.caption(f"From the sweep stored with the model ({stored_sweep.sweep_path('', step, mode)}, written by "
+               "`moe-explorer ablate --all-experts --references --out`): nothing is re-run.")  # fmt: skip
+elif (source.path, step, mode) not in done:
     slot = st.container()  # the offer disappears once the sweep runs
     refs = len(ablations) // L - E
     slot.info(f"{len(ablations)} ablations ({L} layers × {E} experts, plus {refs} references per layer) on "
