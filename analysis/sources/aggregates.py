@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from analysis import metrics, specialization, tables
+from analysis import metrics, mi_counts, specialization, tables
 
 if TYPE_CHECKING:
     from analysis.dataset.queries import DatasetQueries
     from analysis.trace import RoutingTrace
 
 N_PERMUTATIONS = 100  # label permutations of the specialization baseline (as the heatmap page has used)
+MI_SHUFFLES = 10  # shuffles of each MI baseline (`specialization.mi_summary`'s default, used by TraceAggregates)
 
 
 class RoutingAggregates(Protocol):
@@ -108,7 +109,7 @@ class TraceAggregates(_Memo):
             base = specialization.specialization_permutation_baseline(
                 self._experts, tok, E, n_permutations=N_PERMUTATIONS
             )
-            return cells, base.max_ratio, specialization.mi_summary(self._experts, tok, E)
+            return cells, base.max_ratio, specialization.mi_summary(self._experts, tok, E, n_shuffles=MI_SHUFFLES)
 
         return self._keep("spec", compute)
 
@@ -140,27 +141,37 @@ class DatasetAggregates(_Memo):
         return self._keep("flow", lambda: self.q.cross_layer_flow(self.step))
 
     def specialization(self):
-        """Cells and MI (plug-in bits) of every token; the permutation baseline per document when the
-        documents' counts are small enough (else NaN). The MI shuffle baselines need the tokens themselves:
-        NaN here."""
+        """Cells and MI (plug-in bits) of every token, with their baselines: label permutations across documents
+        (the specialization ratios and I(expert; domain), from per-document counts: NaN when there are too many
+        documents for dense counts) and token-id shuffles (I(expert; token id), from the id and top-k set counts),
+        with the seeds and numbers of shuffles of `TraceAggregates`."""
 
         def compute():
             try:
                 cells = self.q.domain_specialization(self.step)
             except ValueError:  # no labels
                 return None
+            mi = self.q.mutual_information(self.step)
             try:
-                base = specialization.permutation_baseline_of(
-                    self.q.labelled_docs(self.step), self.n_experts, n_permutations=N_PERMUTATIONS
-                ).max_ratio
+                docs = self.q.labelled_docs(self.step)
             except ValueError:  # too many documents for dense per-document counts
+                docs = None
+            if docs is not None:
+                base = specialization.permutation_baseline_of(docs, self.n_experts, n_permutations=N_PERMUTATIONS)
+                base = base.max_ratio
+                mi["mi_domain_baseline"] = mi_counts.mi_label_shuffles_of(docs, self.n_experts, MI_SHUFFLES).mean(0)
+            else:
                 per_layer = cells.groupby("layer")["ratio"].max()
                 base = pd.DataFrame({"layer": per_layer.index, "max_ratio": per_layer.to_numpy()})
                 for col in ("perm_mean", "perm_lo", "perm_hi", "p_value"):
                     base[col] = np.nan
-            mi = self.q.mutual_information(self.step)
-            mi["mi_domain_baseline"] = np.nan
-            mi["mi_token_baseline"] = np.nan
+                mi["mi_domain_baseline"] = np.nan
+            n_X = self.q.token_id_counts()
+            mi["mi_token_baseline"] = [
+                mi_counts.mi_token_shuffles_of(n_X, *self.q.topk_set_counts(self.step, l), self.n_experts,
+                                               MI_SHUFFLES).mean()
+                for l in range(self.n_layers)
+            ]  # fmt: skip
             return cells, base, mi[["layer", "mi_domain_bits", "mi_domain_baseline", "mi_token_bits",
                                     "mi_token_baseline"]]  # fmt: skip
 

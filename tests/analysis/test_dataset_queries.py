@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import metrics, specialization, tables
+from analysis import metrics, mi_counts, specialization, tables
 from analysis.dataset import layout
 from analysis.dataset.queries import DatasetQueries, QueryConfig
 from tests.analysis.dataset_fixtures import make_trace, write_dataset
@@ -77,6 +77,42 @@ def test_mutual_information_equals_in_memory(tiny):
     np.testing.assert_allclose(got["mi_domain_bits"], specialization.mi_expert_domain(e, trace.tokens, 6), rtol=1e-9)
     np.testing.assert_allclose(got["mi_token_bits"], specialization.mi_expert_token(e, trace.tokens, 6), rtol=1e-9)
     assert (got["mi_token_bits"] > 0).all()
+
+
+def test_mi_domain_shuffles_equal_in_memory(tiny):
+    """Label permutations across documents from the per-document counts: the in-memory runs, draw for draw."""
+    q, traces = tiny
+    trace = traces[200]
+    e, tok = trace.experts_array(), trace.tokens
+    codes = pd.Series(tok["label"]).map({"code": 0, "math": 1, "prose": 2}).fillna(-1).to_numpy(np.int64)
+    expected = specialization.mi_shuffle_baseline(e, codes, 6, groups=tok["doc_id"].to_numpy(), n_shuffles=7, seed=4)
+    runs = mi_counts.mi_label_shuffles_of(q.labelled_docs(200), 6, n_shuffles=7, seed=4)
+    assert runs.shape == (7, 3) and np.isfinite(runs).all()
+    np.testing.assert_allclose(runs.mean(axis=0), expected["baseline_mean"], rtol=1e-12)
+    assert not np.allclose(runs.mean(axis=0), expected["mi_bits"])  # shuffled, not the observed MI
+
+
+def test_mi_token_shuffles_match_in_memory_in_distribution(tiny):
+    """Token-id shuffles from the id and top-k set counts: the in-memory shuffles' distribution (not their
+    draws), so the means of many shuffles agree within their standard errors."""
+    q, traces = tiny
+    trace = traces[100]
+    e, ids = trace.experts_array(), trace.tokens["token_id"].to_numpy(np.int64)
+    n_X = q.token_id_counts()
+    np.testing.assert_array_equal(n_X, np.unique(ids, return_counts=True)[1])
+    B = 400
+    for layer in range(3):
+        sets, m_S = q.topk_set_counts(100, layer)
+        assert m_S.sum() == trace.n_tokens and (np.diff(sets, axis=1) > 0).all()
+        runs = mi_counts.mi_token_shuffles_of(n_X, sets, m_S, 6, n_shuffles=B, seed=1)
+        ref = [specialization.mi_shuffle_baseline(e[:, [layer]], ids, 6, n_shuffles=1, seed=s)["baseline_mean"][0]
+               for s in range(B)]  # fmt: skip
+        se = np.hypot(runs.std(), np.std(ref)) / np.sqrt(B)
+        assert abs(runs.mean() - np.mean(ref)) < 4 * se
+        observed = specialization.mi_expert_token(e, trace.tokens, 6)[layer]
+        assert runs.mean() < observed  # the routing leans on the token id: more than the plug-in bias
+    with pytest.raises(ValueError, match="token id"):
+        mi_counts.mi_token_shuffles_of(n_X[:-1], sets, m_S, 6)
 
 
 @pytest.mark.parametrize("top1", [False, True])
