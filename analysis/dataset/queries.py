@@ -154,6 +154,30 @@ class DatasetQueries:
             out[tuple(frame[c].to_numpy(np.int64) for c in index)] = frame[value].to_numpy(np.int64)
         return out
 
+    def token_rows(self, step: int | None, doc_index: np.ndarray, position: np.ndarray) -> dict[str, pd.DataFrame]:
+        """The rows of the tokens (doc_index[i], position[i]) (a few thousand: the stored sample) at `step`, each
+        with its `i`, ordered by i: "tokens" (token_id, token_text, char_start, char_end, label), "routing" (layer,
+        rank, expert, weight, score, biased_score, bias_flip), "token_layer" (layer, shared_share, entropy)."""
+        keys = pd.DataFrame({"i": np.arange(len(doc_index)), "doc_index": doc_index, "position": position})
+        wanted = {
+            "tokens": ("token_id, token_text, char_start, char_end, label", "k.i"),
+            "routing": ("layer, rank, expert, weight, score, biased_score, bias_flip", "k.i, layer, rank"),
+            "token_layer": ("layer, shared_share, entropy", "k.i, layer"),
+        }
+        out = {}
+        with self._lock:  # the keys are a view on this connection: no other query in between
+            self.con.register("moe_token_keys", keys)
+            try:
+                for table, (columns, order) in wanted.items():
+                    scan = self.scan(table, step) if table in layout.PER_LAYER else self.scan(table)
+                    out[table] = self.con.execute(
+                        f"SELECT k.i, {columns} FROM {scan} JOIN moe_token_keys k USING (doc_index, position) "
+                        f"ORDER BY {order}"
+                    ).df()
+            finally:
+                self.con.unregister("moe_token_keys")
+        return out
+
     # --- load and balance --------------------------------------------------------------------------------
 
     def load(self, step: int | None) -> np.ndarray:

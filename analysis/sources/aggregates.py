@@ -10,6 +10,7 @@ what they computed (a page asks for the same layer again on every rerun).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -56,6 +57,11 @@ class RoutingAggregates(Protocol):
 
     def top_tokens(self, layer: int, n: int = 8) -> pd.DataFrame:
         """`tables.top_tokens_table` of `layer`: expert, tokens (top-1 count), top tokens 'tok (count)'."""
+        ...
+
+    def projection_trace(self) -> RoutingTrace | None:
+        """The trace whose router inputs (`hidden`, `hidden_rows`) Router geometry projects: the trace itself
+        (its recorded hidden rows), or a dataset's whole stored stratified sample; None when there is none."""
         ...
 
 
@@ -113,6 +119,9 @@ class TraceAggregates(_Memo):
 
         return self._keep("spec", compute)
 
+    def projection_trace(self) -> RoutingTrace:
+        return self.trace
+
     def top_tokens(self, layer: int, n: int = 8) -> pd.DataFrame:
         return self._keep(("top", layer, n), lambda: tables.top_tokens_table(self.trace.tokens, self.trace.routing,
                                                                             layer, n))  # fmt: skip
@@ -121,9 +130,11 @@ class TraceAggregates(_Memo):
 class DatasetAggregates(_Memo):
     """Aggregates of every token of a routing dataset at one step, counted by DuckDB."""
 
-    def __init__(self, queries: DatasetQueries, step: int | None):
+    def __init__(
+        self, queries: DatasetQueries, step: int | None, sample: Callable[[], RoutingTrace | None] | None = None
+    ):
         super().__init__()
-        self.q, self.step = queries, step
+        self.q, self.step, self._sample = queries, step, sample  # sample: builds the stored sample's trace
         self.n_layers, self.n_experts, self.top_k = queries.n_layers, queries.n_experts, queries.top_k
         self.n_tokens = queries.n_tokens(step)
         self.n_docs = sum(int(s["docs"]) for s in queries.manifest["shards"])
@@ -189,3 +200,6 @@ class DatasetAggregates(_Memo):
             return pd.DataFrame(rows, columns=["expert", "tokens", "top tokens"])
 
         return self._keep(("top", layer, n), compute)
+
+    def projection_trace(self) -> RoutingTrace | None:
+        return self._keep("sample", self._sample) if self._sample is not None else None

@@ -3,8 +3,8 @@
 It has no model: new text cannot be routed (`capabilities.route_text` says why). Its steps are the manifest's.
 Whole-corpus views come from DuckDB aggregates (`aggregates(step)`, `saturation()`), never from a trace of every
 token; `stored_trace(step)` is a bounded page of documents (the first ones of the stream, up to `page_tokens`
-tokens) with the stored router inputs of its sampled tokens, for the token-level views and projections, and
-its documents are the `eval_docs()`.
+tokens) for the token-level views, and its documents are the `eval_docs()`. Projections take the whole stored
+sample (`sample_trace`, through `aggregates(step)`).
 """
 
 from __future__ import annotations
@@ -172,6 +172,52 @@ class DatasetSource:
                     self._pages.pop(next(iter(self._pages)))
             return self._pages[key]
 
+    def sample_trace(self, step: int | None):
+        """A trace of the dataset's stored stratified sample at `step` (`Dataset.sample`: router inputs of up to
+        the manifest's `max_hidden` tokens per label, drawn from every shard): only the sampled tokens, with
+        their routing, labels and their documents' texts (for hovers and context); None without a sample.
+        What Router geometry projects: the whole dataset's sample, not the part inside one page."""
+        from analysis.trace import build_trace
+
+        key = self._step(step)
+        sample = self.dataset.sample(key)
+        if not len(sample["doc_index"]):
+            return None
+        order = np.lexsort((sample["position"], sample["doc_index"]))  # stream order: sorted token rows
+        doc_index, position = sample["doc_index"][order], sample["position"][order]
+        rows = self.queries.token_rows(key, doc_index, position)
+        tok, routing, token_layer = rows["tokens"], rows["routing"], rows["token_layer"]
+        M, meta = len(order), self.dataset.meta
+        L, K = int(meta["n_layers"]), int(meta["top_k"])
+        if len(tok) != M or len(routing) != M * L * K or len(token_layer) != M * L:
+            raise ValueError(f"{self.path}: the stored sample at step {key} names tokens the dataset lacks")
+        docs = self.dataset.read("docs", columns=["doc_index", "doc_id", "text"], doc_index=doc_index).to_pandas()
+        ids = docs["doc_id"].astype(str)
+        if not ids.is_unique:  # as `Dataset.to_trace`: the documents' own ids when distinct
+            ids = docs["doc_index"].astype(str)
+        name_of = dict(zip(docs["doc_index"], ids))
+        by_token = {c: routing[c].to_numpy().reshape(M, L, K) for c in ("expert", "weight", "score", "biased_score")}
+        columns = {c: tok[c].to_numpy() for c in ("token_id", "token_text", "char_start", "char_end", "label")}
+        return build_trace(
+            tokens={**columns, "position": position, "doc_id": [name_of[d] for d in doc_index]},
+            experts=by_token["expert"],
+            weights=by_token["weight"],
+            scores_k=by_token["score"],
+            biased_k=by_token["biased_score"],
+            flips=routing["bias_flip"].to_numpy().reshape(M, L, K),
+            shared_share=token_layer["shared_share"].to_numpy().reshape(M, L),
+            entropy=token_layer["entropy"].to_numpy().reshape(M, L),
+            meta={
+                **meta,
+                "step": key,
+                "run": self.name,
+                "sample": int(self.dataset.manifest["sample"].get("max_hidden", M)),
+            },
+            texts=dict(zip(ids, docs["text"])),
+            hidden=sample["hidden"][order],
+            hidden_rows=np.arange(M),
+        )
+
     def eval_docs(self) -> list[DocTuple]:
         page = self.stored_trace(self.default_step())
         if page is None:
@@ -188,7 +234,7 @@ class DatasetSource:
         key = self._step(step)
         with self._lock:
             if key not in self._aggregates:
-                self._aggregates[key] = DatasetAggregates(self.queries, key)
+                self._aggregates[key] = DatasetAggregates(self.queries, key, sample=lambda: self.sample_trace(key))
             return self._aggregates[key]
 
     def saturation(self) -> pd.DataFrame | None:

@@ -87,3 +87,32 @@ def test_discovery_recognises_a_dataset(tiny, tmp_path):
     found = discover_sources(None, [], tmp_path / "runs", datasets=[root, tmp_path])
     assert list(found.items())[0] == ("dataset: tiny", str(root.resolve()))
     assert str(tmp_path) not in found.values()
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """Two steps of 9 documents with router inputs (D=8); the stored sample: up to 12, an equal share per label."""
+    traces = {s: make_trace(seed=3, routing_seed=s, step=s, D=8) for s in (100, 200)}
+    return write_dataset(tmp_path_factory.mktemp("sampled") / "tiny", traces, max_hidden=12), traces
+
+
+def test_projection_takes_the_whole_stored_sample(sampled):
+    from analysis.projections import project
+
+    root, traces = sampled
+    source = DatasetSource(root, threads=1, page_tokens=40)
+    first_page = set(source.stored_trace(200).texts)
+    trace = source.aggregates(200).projection_trace()
+    stored = source.dataset.sample(200)
+    assert trace.n_tokens == len(stored["doc_index"]) == len(trace.hidden_rows)
+    assert set(trace.texts) - first_page, "the sample reaches beyond the first page"
+    full = traces[200]
+    key = full.tokens.reset_index().set_index(["doc_id", "position"])["token_row"]
+    rows = key.loc[list(zip(trace.tokens["doc_id"], trace.tokens["position"]))].to_numpy()
+    np.testing.assert_array_equal(trace.hidden, full.hidden[rows])  # float16 stored as recorded
+    np.testing.assert_array_equal(trace.experts_array(), full.experts_array()[rows])
+    np.testing.assert_array_equal(trace.tokens["token_text"], full.tokens["token_text"].to_numpy()[rows])
+    np.testing.assert_array_equal(trace.tokens["label"], full.tokens["label"].to_numpy()[rows])
+    proj = project(trace, 1, "pca")
+    assert len(proj.coords) == trace.n_tokens and set(proj.coords["doc_id"]) - first_page
+    assert source.aggregates(100).projection_trace().meta["step"] == 100
