@@ -143,9 +143,10 @@ class DatasetQueries:
             )
         return f"read_parquet({files})"
 
-    def query(self, sql: str) -> pd.DataFrame:
+    def query(self, sql: str, params: dict | None = None) -> pd.DataFrame:
+        """The result of `sql` ($name placeholders filled from `params`: user strings never enter the SQL)."""
         with self._lock:
-            return self.con.execute(sql).df()
+            return self.con.execute(sql, params).df()
 
     def _dense(self, frame: pd.DataFrame, index: Sequence[str], shape: tuple[int, ...], value: str = "n"):
         """Scatter a long count table into a dense int64 array of `shape` (absent cells 0)."""

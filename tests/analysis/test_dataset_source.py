@@ -89,6 +89,24 @@ def test_discovery_recognises_a_dataset(tiny, tmp_path):
     assert str(tmp_path) not in found.values()
 
 
+def test_pages_reach_every_document(tiny):
+    root, traces = tiny
+    source = DatasetSource(root, threads=1, page_tokens=40)
+    n = source.n_pages()
+    assert n > 2
+    pages = [source.page_docs(p) for p in range(n)]
+    assert all(len(p) for p in pages) and len(source.page_docs(n)) == 0
+    assert np.concatenate(pages).tolist() == list(range(len(traces[100].texts)))  # each doc once, in order
+    last = source.stored_trace(100, page=n - 1)
+    assert "doc8" in last.texts  # the last document of the stream
+    expected = traces[100].select_docs(list(last.texts))
+    np.testing.assert_array_equal(last.experts_array(), expected.experts_array())
+    at_200 = source.record([("doc8", "", last.texts["doc8"])], 200)  # a later page's document at another step
+    np.testing.assert_array_equal(at_200.experts_array(), traces[200].select_docs(["doc8"]).experts_array())
+    with pytest.raises(ValueError, match="cannot be routed"):
+        source.record([("a", "", last.texts["doc8"]), ("b", "", source.stored_trace(100).texts["doc0"])], 200)
+
+
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory):
     """Two steps of 9 documents with router inputs (D=8); the stored sample: up to 12, an equal share per label."""
