@@ -159,25 +159,20 @@ class DatasetQueries:
         """The rows of the tokens (doc_index[i], position[i]) (a few thousand: the stored sample) at `step`, each
         with its `i`, ordered by i: "tokens" (token_id, token_text, char_start, char_end, label), "routing" (layer,
         rank, expert, weight, score, biased_score, bias_flip), "token_layer" (layer, shared_share, entropy)."""
-        keys = pd.DataFrame({"i": np.arange(len(doc_index)), "doc_index": doc_index, "position": position})
+        keys = {"d": np.asarray(doc_index).tolist(), "p": np.asarray(position).tolist()}
+        k = "(SELECT unnest($d) AS doc_index, unnest($p) AS position, unnest(range(len($d))) AS i) k"  # zipped
         wanted = {
             "tokens": ("token_id, token_text, char_start, char_end, label", "k.i"),
             "routing": ("layer, rank, expert, weight, score, biased_score, bias_flip", "k.i, layer, rank"),
             "token_layer": ("layer, shared_share, entropy", "k.i, layer"),
         }
-        out = {}
-        with self._lock:  # the keys are a view on this connection: no other query in between
-            self.con.register("moe_token_keys", keys)
-            try:
-                for table, (columns, order) in wanted.items():
-                    scan = self.scan(table, step) if table in layout.PER_LAYER else self.scan(table)
-                    out[table] = self.con.execute(
-                        f"SELECT k.i, {columns} FROM {scan} JOIN moe_token_keys k USING (doc_index, position) "
-                        f"ORDER BY {order}"
-                    ).df()
-            finally:
-                self.con.unregister("moe_token_keys")
-        return out
+        scan = {t: self.scan(t, step) if t in layout.PER_LAYER else self.scan(t) for t in wanted}
+        return {
+            t: self.query(
+                f"SELECT k.i, {cols} FROM {scan[t]} JOIN {k} USING (doc_index, position) ORDER BY {order}", keys
+            )
+            for t, (cols, order) in wanted.items()
+        }
 
     # --- load and balance --------------------------------------------------------------------------------
 
@@ -355,9 +350,8 @@ class DatasetQueries:
 
     def token_id_counts(self) -> np.ndarray:
         """(X,) int64 tokens per token id, ids ascending: the id margin of the token-id MI's shuffles."""
-        return self.query(f"SELECT token_id, count(*) AS n FROM {self.scan('tokens')} GROUP BY ALL ORDER BY 1")[
-            "n"
-        ].to_numpy(np.int64)
+        frame = self.query(f"SELECT token_id, count(*) AS n FROM {self.scan('tokens')} GROUP BY ALL ORDER BY 1")
+        return frame["n"].to_numpy(np.int64)
 
     def topk_set_counts(self, step: int | None, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """((S, K) int64 the distinct top-k expert sets chosen at `layer`, (S,) int64 tokens choosing each): the
