@@ -12,7 +12,7 @@ the two agree by construction (tests/analysis/test_dataset_queries.py compares t
     q.domain_specialization(step)      specialization.domain_specialization's table
     q.labelled_docs(step)              specialization.DocCounts (per-doc counts: permutation baselines)
     q.mutual_information(step)         I(expert; domain) and I(expert; token id), plug-in bits, per layer
-    q.token_id_counts(), q.topk_set_counts(step, layer)   the margins of the token-id MI's shuffle baseline
+    q.token_id_counts()                (X,) tokens per token id: with the loads, the token-id MI's shuffle baseline
     q.token_specialization(step)       specialization.token_specialization's table
     q.consecutive(step, mode)          per layer: n_pairs, rate (metrics.consecutive_same_expert's rate)
     q.saturation(steps)                tables.saturation_table: every step's agreement with the last one
@@ -331,7 +331,7 @@ class DatasetQueries:
         """Per layer: plug-in I(expert; domain label) and I(expert; token id) in bits, as
         `specialization.mi_expert_domain` / `mi_expert_token` (each (token, rank) routing one sample; unlabelled
         tokens left out of the domain MI; NaN for a dataset without labels). Columns: layer, mi_domain_bits,
-        mi_token_bits. Their shuffle baselines come from `labelled_docs`, `token_id_counts` and `topk_set_counts`
+        mi_token_bits. Their shuffle baselines come from `labelled_docs`, `token_id_counts` and `load`
         (`analysis.mi_counts`; `DatasetAggregates.specialization`)."""
         L, E = self.n_layers, self.n_experts
         try:
@@ -349,19 +349,9 @@ class DatasetQueries:
         return pd.DataFrame({"layer": np.arange(L), "mi_domain_bits": mi_domain, "mi_token_bits": mi_token})
 
     def token_id_counts(self) -> np.ndarray:
-        """(X,) int64 tokens per token id, ids ascending: the id margin of the token-id MI's shuffles."""
+        """(X,) int64 tokens per token id, ids ascending: the id margin of the token-id MI's shuffle baseline."""
         frame = self.query(f"SELECT token_id, count(*) AS n FROM {self.scan('tokens')} GROUP BY ALL ORDER BY 1")
         return frame["n"].to_numpy(np.int64)
-
-    def topk_set_counts(self, step: int | None, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """((S, K) int64 the distinct top-k expert sets chosen at `layer`, (S,) int64 tokens choosing each): the
-        expert side of the token-id MI's shuffles (`mi_counts.mi_token_shuffles_of`)."""
-        frame = self.query(
-            f"SELECT s, count(*) AS n FROM (SELECT list_sort(list(expert)) AS s FROM "
-            f"{self.scan('routing', step, layer)} GROUP BY doc_index, position) GROUP BY s"
-        )
-        sets = np.array([np.asarray(x, np.int64) for x in frame["s"]], np.int64).reshape(len(frame), self.top_k)
-        return sets, frame["n"].to_numpy(np.int64)
 
     def token_specialization(self, step: int | None, *, min_count: int = 10, top1: bool = False) -> pd.DataFrame:
         """`specialization.token_specialization`'s table (layer, token_id, count, top_expert, share): per token

@@ -154,8 +154,8 @@ class DatasetAggregates(_Memo):
     def specialization(self):
         """Cells and MI (plug-in bits) of every token, with their baselines: label permutations across documents
         (the specialization ratios and I(expert; domain), from per-document counts: NaN when there are too many
-        documents for dense counts) and token-id shuffles (I(expert; token id), from the id and top-k set counts),
-        with the seeds and numbers of shuffles of `TraceAggregates`."""
+        documents for dense counts; the seeds and numbers of permutations of `TraceAggregates`) and the expected MI
+        under token-id shuffles (I(expert; token id), exact, from the id counts and the loads)."""
 
         def compute():
             try:
@@ -177,12 +177,10 @@ class DatasetAggregates(_Memo):
                 for col in ("perm_mean", "perm_lo", "perm_hi", "p_value"):
                     base[col] = np.nan
                 mi["mi_domain_baseline"] = np.nan
-            n_X = self.q.token_id_counts()
+            n_X, load = self.q.token_id_counts(), self.load()
             mi["mi_token_baseline"] = [
-                mi_counts.mi_token_shuffles_of(n_X, *self.q.topk_set_counts(self.step, l), self.n_experts,
-                                               MI_SHUFFLES).mean()
-                for l in range(self.n_layers)
-            ]  # fmt: skip
+                mi_counts.mi_token_shuffle_expectation(n_X, load[l], self.top_k) for l in range(self.n_layers)
+            ]  # exact: what the in-memory 10 shuffles estimate
             return cells, base, mi[["layer", "mi_domain_bits", "mi_domain_baseline", "mi_token_bits",
                                     "mi_token_baseline"]]  # fmt: skip
 

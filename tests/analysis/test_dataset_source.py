@@ -69,10 +69,11 @@ def test_aggregates_equal_the_trace_aggregates(tiny):
     pd.testing.assert_frame_equal(base, rbase)
     np.testing.assert_allclose(mi["mi_domain_bits"], rmi["mi_domain_bits"], rtol=1e-9)
     np.testing.assert_allclose(mi["mi_token_bits"], rmi["mi_token_bits"], rtol=1e-9)
-    # shuffle baselines: label permutations draw for draw as in memory; token-id shuffles, same distribution
+    # shuffle baselines: label permutations draw for draw as in memory; token-id shuffles, their exact mean
     np.testing.assert_allclose(mi["mi_domain_baseline"], rmi["mi_domain_baseline"], rtol=1e-12)
     assert np.isfinite(mi["mi_token_baseline"]).all()
     assert (mi["mi_token_baseline"] > 0).all() and (mi["mi_token_baseline"] < mi["mi_token_bits"]).all()
+    np.testing.assert_allclose(mi["mi_token_baseline"], rmi["mi_token_baseline"], rtol=0.25)  # 10 shuffles there
     top, rtop = agg.top_tokens(1, n=3), ref.top_tokens(1, n=3)
     pd.testing.assert_frame_equal(top[["expert", "tokens"]], rtop[["expert", "tokens"]], check_dtype=False)
     sat = source.saturation()
