@@ -120,3 +120,11 @@ def test_geometry_projects_the_whole_stored_sample(dataset_env, entry):
     for color in ("domain", "token"):
         at.radio(key="geo_color").set_value(color).run()
         assert not at.exception
+
+
+def test_compare_with_the_dataset_itself(dataset_env, entry):
+    at = open_page(entry, "compare")
+    at.checkbox(key="td_with_self").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.dataframe[0].value["strategy"].tolist() == ["dataset: tinyset"]
+    assert any("No training history, hence no numbers or curves, for: dataset: tinyset" in c.value for c in at.caption)
