@@ -210,8 +210,9 @@ def router_steps(source, step: int | None, view: RoutingTrace, layer: int, i: in
                    "chose its experts.")  # fmt: skip
         return
     if view.scores is None:
-        st.caption("This trace keeps no router scores over all experts (stored traces of earlier steps), so the "
-                   "steps cannot be drawn; its chosen experts and gate weights are in the panel above.")  # fmt: skip
+        st.caption("This trace keeps no router scores over all experts (stored traces of earlier steps, routing "
+                   "datasets), so the steps cannot be drawn; its chosen experts and gate weights are in the panel "
+                   "above.")  # fmt: skip
         return
     row = int(view.tokens.index[i])
     rec = view.routing[(view.routing["token_row"] == row) & (view.routing["layer"] == layer)]  # chosen, by rank

@@ -93,6 +93,7 @@ def test_a_link_opens_a_page_and_a_document(dataset_env, entry):
     assert any(t.value.startswith("Token 2: ") for t in at.text)
     last = traces[200].select_docs(["doc8"])
     assert repr(last.tokens["token_text"].iloc[2]) in next(t.value for t in at.text if t.value.startswith("Token 2"))
+    assert any("routing datasets), so the steps cannot be drawn" in c.value for c in at.caption)  # no scores
     at.selectbox(key="tr_compare").set_value(100).run()  # the same document at the other recorded step
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     assert any(c.proto.id.endswith("tr_cmp_bars") for c in at.get("plotly_chart"))
