@@ -169,9 +169,12 @@ class DatasetSource:
                 docs = self.queries.query(
                     f"SELECT doc_index, n_tokens FROM {self.queries.scan('docs')} ORDER BY doc_index"
                 )
-                n = docs["n_tokens"].to_numpy(np.int64)
-                starts = np.cumsum(n) - n
-                page_of = starts // max(self.page_tokens, 1)  # a document starts in exactly one page
+                page_of = np.zeros(len(docs), np.int64)
+                page, filled = 0, 0
+                for i, n in enumerate(docs["n_tokens"].tolist()):  # greedy: one pass, ~0.1 s per 100k documents
+                    if filled and filled + n > self.page_tokens:  # full: the next page (none is left empty)
+                        page, filled = page + 1, 0
+                    page_of[i], filled = page, filled + n
                 self._pages["page_of"] = (docs["doc_index"].to_numpy(np.int64), page_of)
             return self._pages["page_of"]
 
@@ -182,7 +185,7 @@ class DatasetSource:
 
     def page_docs(self, page: int = 0) -> np.ndarray:
         """doc_index of the documents of page `page`: consecutive documents of the stream holding at most
-        `page_tokens` tokens (at least one document)."""
+        `page_tokens` tokens together (a longer document has a page of its own); empty past the last page."""
         doc_index, page_of = self._page_table()
         return doc_index[page_of == page]
 

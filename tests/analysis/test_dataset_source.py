@@ -98,6 +98,11 @@ def test_pages_reach_every_document(tiny):
     pages = [source.page_docs(p) for p in range(n)]
     assert all(len(p) for p in pages) and len(source.page_docs(n)) == 0
     assert np.concatenate(pages).tolist() == list(range(len(traces[100].texts)))  # each doc once, in order
+    sizes = traces[100].tokens.groupby("doc_id", sort=False).size().to_numpy()
+    for p, docs in enumerate(pages):  # full pages: at most 40 tokens each, and the next document did not fit
+        assert sizes[docs].sum() <= 40 or len(docs) == 1
+        if p + 1 < n:
+            assert sizes[docs].sum() + sizes[pages[p + 1][0]] > 40
     last = source.stored_trace(100, page=n - 1)
     assert "doc8" in last.texts  # the last document of the stream
     expected = traces[100].select_docs(list(last.texts))
