@@ -16,14 +16,15 @@ st.caption(
 )
 trace = cache.projection_trace(source, step)  # a dataset: its whole stored sample
 if trace is None or trace.hidden is None:
-    if source.capabilities.route_text:
+    if source.capabilities.pages:  # a dataset keeps router inputs for its stored sample only
+        st.info(f"This dataset stores no router inputs at step {step} (recorded without a sample), so there is "
+                "nothing to project; it has no model to record them with.")  # fmt: skip
+    elif source.capabilities.route_text:
         with_inputs = ", ".join(str(s) for s in source.model_steps()) or "none"
         st.info(f"No router inputs were recorded at step {step}; they are recorded at the steps with weights "
                 f"({with_inputs}).")  # fmt: skip
     else:
-        reason = source.capabilities.route_text.reason
-        st.info(f"No router inputs are stored at step {step} (a dataset keeps them for its stored sample only, "
-                f"if recorded with one), and none can be recorded: {reason}")  # fmt: skip
+        st.info(f"No router inputs are stored at step {step}. {source.capabilities.route_text.reason}")
     st.stop()
 if trace.meta.get("sample"):
     st.caption(f"The dataset's stored stratified sample: {trace.n_tokens:,} router inputs from "

@@ -132,3 +132,10 @@ def test_compare_with_the_dataset_itself(dataset_env, entry):
     assert not at.exception, [e.value for e in at.exception]
     assert at.dataframe[0].value["strategy"].tolist() == ["dataset: tinyset"]
     assert any("No training history, hence no numbers or curves, for: dataset: tinyset" in c.value for c in at.caption)
+
+
+def test_geometry_of_a_dataset_without_a_sample(app_env, entry, monkeypatch, tmp_path):
+    root = write_dataset(tmp_path / "nosample", {200: make_trace(seed=2, step=200)})  # no router inputs recorded
+    monkeypatch.setenv("MOE_EXPLORER_DATASET", str(root))
+    at = open_page(entry, "geometry")
+    assert "stores no router inputs at step 200" in at.info[0].value and not at.get("plotly_chart")
