@@ -276,9 +276,16 @@ def warm_umap() -> threading.Thread | None:
     return thread
 
 
+def projection_trace(source: sources.ModelSource, step: int | None):
+    """The trace whose router inputs Router geometry projects (`RoutingAggregates.projection_trace`): the eval
+    trace of a run or a Hugging Face model, a dataset's whole stored sample; None when there is none."""
+    agg = aggregates(source, step)
+    return agg.projection_trace() if agg is not None else None
+
+
 def projection(source: sources.ModelSource, step: int | None, layer: int, method: str):
-    """PCA/UMAP of the eval trace's router inputs at `layer`; UMAP runs inside st.status. None on error."""
-    trace = eval_trace(source, step)
+    """PCA/UMAP of `projection_trace`'s router inputs at `layer`; UMAP runs inside st.status. None on error."""
+    trace = projection_trace(source, step)
     cache_dir = source.projection_cache_dir()
     done = st.session_state.setdefault(PROJECTED, set())
     try:

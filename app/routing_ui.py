@@ -2,6 +2,9 @@
 routing it, the clicks on the coloured text and the grid, the coloured text, the selected token's panel, its
 router steps, and the same text at another step.
 
+A source that cannot route text but keeps pages of stored documents (a routing dataset) is read a page at a
+time instead (`stored_page`: ?page=, from 1), and `choose_document` picks one of the page's documents (?doc=).
+
 Selection state: `tr_token` (the selected token's index in the document shown, ?token=), `session.KEY_LAYER`
 (the layer, ?layer=) and PICKED = the key of the texts in which a token was chosen (a click, the index box or a
 ?token= link): the router-steps chart is drawn only then, not on the first route of a new text.
@@ -18,6 +21,8 @@ from app import cache, downloads, session, uploads
 TOKEN = "tr_token"  # selected token (index in the document shown)
 PICKED = "tr_picked"  # docs key of the texts in which a token was chosen
 COMPARE = "tr_compare"  # "off" or the step to compare with
+PAGE = "tr_page"  # page of a dataset's stored documents (from 1)
+DOC = "tr_doc"  # the document shown (a doc_id of the trace)
 LONG_TEXT = 1500  # characters: a longer coloured text scrolls inside a box, so the panel below stays in view
 INPUTS = ["Paste text", "Sample", "Upload files"]
 
@@ -67,6 +72,51 @@ def route(source, step: int | None, docs: list[tuple[str, str, str]]) -> tuple[R
         st.error(f"Could not route this text: {exc}")
         st.stop()
     return trace, docs, cache.docs_key(tuple(tuple(d) for d in docs))
+
+
+def stored_page(source, step: int | None) -> tuple[RoutingTrace, list, str]:
+    """For a source that cannot route text: (trace of the chosen page of its stored documents, their docs, their
+    key). A number box picks the page (?page=, 1 to n_pages), so every document can be reached. Stops the page
+    with the reason when the source keeps no pages (e.g. a run without checkpoints)."""
+    if not source.capabilities.pages:
+        st.info(source.capabilities.route_text.reason)
+        st.stop()
+    try:
+        n = source.n_pages()
+    except (OSError, ValueError) as exc:
+        st.error(f"Cannot read the stored documents: {exc}")
+        st.stop()
+    if n == 0:
+        st.info("No document is stored yet.")
+        st.stop()
+    session.url_param(PAGE, "page", lo=1, hi=n)
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    tip = "Consecutive documents of the dataset, a bounded number of tokens each page"
+    page = int(c1.number_input(f"Page (of {n:,})", 1, n, key=PAGE, help=tip))
+    try:
+        with st.spinner(f"Reading page {page}…"):
+            trace = source.stored_trace(step, page=page - 1)
+    except (OSError, ValueError) as exc:
+        st.error(f"Cannot read page {page}: {exc}")
+        st.stop()
+    if trace is None:
+        st.info(f"Page {page} holds no document at step {step}.")
+        st.stop()
+    k = len(trace.texts)
+    c2.caption(f"Page {page} of {n:,}: {k:,} document{'s' * (k != 1)}, {trace.n_tokens:,} tokens at step {step}. "
+               "Stored routing only: new text cannot be routed here.")  # fmt: skip
+    labels = trace.tokens.groupby("doc_id", sort=False)["label"].first()
+    docs = [(str(d), str(labels[d]), trace.texts[d]) for d in labels.index]
+    return trace, docs, cache.docs_key((("page", f"{source.path}|{step}|{page}", ""),))
+
+
+def choose_document(trace: RoutingTrace) -> str:
+    """The document shown (?doc=): one of the trace's, chosen in a select box when there are several."""
+    doc_ids = list(trace.texts)
+    if len(doc_ids) == 1:
+        return doc_ids[0]
+    session.url_param(DOC, "doc", choices=doc_ids)
+    return st.selectbox("Document", doc_ids, key=DOC, help=f"{len(doc_ids):,} documents")
 
 
 def _pick(key: str) -> None:
@@ -160,8 +210,9 @@ def router_steps(source, step: int | None, view: RoutingTrace, layer: int, i: in
                    "chose its experts.")  # fmt: skip
         return
     if view.scores is None:
-        st.caption("This trace keeps no router scores over all experts (stored traces of earlier steps), so the "
-                   "steps cannot be drawn; its chosen experts and gate weights are in the panel above.")  # fmt: skip
+        st.caption("This trace keeps no router scores over all experts (stored traces of earlier steps, routing "
+                   "datasets), so the steps cannot be drawn; its chosen experts and gate weights are in the panel "
+                   "above.")  # fmt: skip
         return
     row = int(view.tokens.index[i])
     rec = view.routing[(view.routing["token_row"] == row) & (view.routing["layer"] == layer)]  # chosen, by rank

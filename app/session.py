@@ -2,8 +2,9 @@
 the shareable state in the URL, and small widget helpers.
 
 Shareable state: the URL query parameters `run` (display name of the source), `step`, `layer`, `expert`, `token`
-(token index in the selected document), `sample` (Token routing's sample) and `compare` (Token routing's second
-step, absent when off) follow their widgets as they change, so a copied link opens the same view in a fresh
+(token index in the selected document), `sample` (Token routing's sample), `compare` (Token routing's second
+step, absent when off), `page` (Token routing's page of a dataset's documents, from 1) and `doc` (the document
+shown there) follow their widgets as they change, so a copied link opens the same view in a fresh
 browser. `sidebar_selector` keeps `run` and `step`; a page calls
 `url_param(key, name, ...)` (or `layer_param`) just before creating a widget with that key. Only these names are
 written: the Learn pages keep their own lesson parameters (app/learn_state.py). The decisions are pure functions
@@ -129,7 +130,7 @@ def layer_param(n_layers: int, key: str) -> None:
 
 # --- shareable state in the URL -------------------------------------------------------------------------------
 
-URL_NAMES = ("run", "step", "layer", "expert", "token", "sample", "compare")  # the only ones written here
+URL_NAMES = ("run", "step", "layer", "expert", "token", "sample", "compare", "page", "doc")  # the only ones written
 
 
 def parse_param(raw: Any, lo: int = 0, hi: int | None = None, choices: Sequence | None = None) -> Any:

@@ -12,6 +12,7 @@ the two agree by construction (tests/analysis/test_dataset_queries.py compares t
     q.domain_specialization(step)      specialization.domain_specialization's table
     q.labelled_docs(step)              specialization.DocCounts (per-doc counts: permutation baselines)
     q.mutual_information(step)         I(expert; domain) and I(expert; token id), plug-in bits, per layer
+    q.token_id_counts()                (X,) tokens per token id: with the loads, the token-id MI's shuffle baseline
     q.token_specialization(step)       specialization.token_specialization's table
     q.consecutive(step, mode)          per layer: n_pairs, rate (metrics.consecutive_same_expert's rate)
     q.saturation(steps)                tables.saturation_table: every step's agreement with the last one
@@ -142,9 +143,10 @@ class DatasetQueries:
             )
         return f"read_parquet({files})"
 
-    def query(self, sql: str) -> pd.DataFrame:
+    def query(self, sql: str, params: dict | None = None) -> pd.DataFrame:
+        """The result of `sql` ($name placeholders filled from `params`: user strings never enter the SQL)."""
         with self._lock:
-            return self.con.execute(sql).df()
+            return self.con.execute(sql, params).df()
 
     def _dense(self, frame: pd.DataFrame, index: Sequence[str], shape: tuple[int, ...], value: str = "n"):
         """Scatter a long count table into a dense int64 array of `shape` (absent cells 0)."""
@@ -152,6 +154,25 @@ class DatasetQueries:
         if len(frame):
             out[tuple(frame[c].to_numpy(np.int64) for c in index)] = frame[value].to_numpy(np.int64)
         return out
+
+    def token_rows(self, step: int | None, doc_index: np.ndarray, position: np.ndarray) -> dict[str, pd.DataFrame]:
+        """The rows of the tokens (doc_index[i], position[i]) (a few thousand: the stored sample) at `step`, each
+        with its `i`, ordered by i: "tokens" (token_id, token_text, char_start, char_end, label), "routing" (layer,
+        rank, expert, weight, score, biased_score, bias_flip), "token_layer" (layer, shared_share, entropy)."""
+        keys = {"d": np.asarray(doc_index).tolist(), "p": np.asarray(position).tolist()}
+        k = "(SELECT unnest($d) AS doc_index, unnest($p) AS position, unnest(range(len($d))) AS i) k"  # zipped
+        wanted = {
+            "tokens": ("token_id, token_text, char_start, char_end, label", "k.i"),
+            "routing": ("layer, rank, expert, weight, score, biased_score, bias_flip", "k.i, layer, rank"),
+            "token_layer": ("layer, shared_share, entropy", "k.i, layer"),
+        }
+        scan = {t: self.scan(t, step) if t in layout.PER_LAYER else self.scan(t) for t in wanted}
+        return {
+            t: self.query(
+                f"SELECT k.i, {cols} FROM {scan[t]} JOIN {k} USING (doc_index, position) ORDER BY {order}", keys
+            )
+            for t, (cols, order) in wanted.items()
+        }
 
     # --- load and balance --------------------------------------------------------------------------------
 
@@ -310,7 +331,8 @@ class DatasetQueries:
         """Per layer: plug-in I(expert; domain label) and I(expert; token id) in bits, as
         `specialization.mi_expert_domain` / `mi_expert_token` (each (token, rank) routing one sample; unlabelled
         tokens left out of the domain MI; NaN for a dataset without labels). Columns: layer, mi_domain_bits,
-        mi_token_bits. The shuffle baselines need the tokens themselves: compute them on a page of documents."""
+        mi_token_bits. Their shuffle baselines come from `labelled_docs`, `token_id_counts` and `load`
+        (`analysis.mi_counts`; `DatasetAggregates.specialization`)."""
         L, E = self.n_layers, self.n_experts
         try:
             counts, _, _ = self._label_counts(step)
@@ -325,6 +347,11 @@ class DatasetQueries:
             c[x, frame["expert"].to_numpy(np.int64)] = frame["n"].to_numpy(np.int64)
             mi_token.append(specialization.mi_from_counts(c))
         return pd.DataFrame({"layer": np.arange(L), "mi_domain_bits": mi_domain, "mi_token_bits": mi_token})
+
+    def token_id_counts(self) -> np.ndarray:
+        """(X,) int64 tokens per token id, ids ascending: the id margin of the token-id MI's shuffle baseline."""
+        frame = self.query(f"SELECT token_id, count(*) AS n FROM {self.scan('tokens')} GROUP BY ALL ORDER BY 1")
+        return frame["n"].to_numpy(np.int64)
 
     def token_specialization(self, step: int | None, *, min_count: int = 10, top1: bool = False) -> pd.DataFrame:
         """`specialization.token_specialization`'s table (layer, token_id, count, top_expert, share): per token

@@ -10,18 +10,20 @@ what they computed (a page asks for the same layer again on every rerun).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 
-from analysis import metrics, specialization, tables
+from analysis import metrics, mi_counts, specialization, tables
 
 if TYPE_CHECKING:
     from analysis.dataset.queries import DatasetQueries
     from analysis.trace import RoutingTrace
 
 N_PERMUTATIONS = 100  # label permutations of the specialization baseline (as the heatmap page has used)
+MI_SHUFFLES = 10  # shuffles of each MI baseline (`specialization.mi_summary`'s default, used by TraceAggregates)
 
 
 class RoutingAggregates(Protocol):
@@ -55,6 +57,11 @@ class RoutingAggregates(Protocol):
 
     def top_tokens(self, layer: int, n: int = 8) -> pd.DataFrame:
         """`tables.top_tokens_table` of `layer`: expert, tokens (top-1 count), top tokens 'tok (count)'."""
+        ...
+
+    def projection_trace(self) -> RoutingTrace | None:
+        """The trace whose router inputs (`hidden`, `hidden_rows`) Router geometry projects: the trace itself
+        (its recorded hidden rows), or a dataset's whole stored stratified sample; None when there is none."""
         ...
 
 
@@ -108,9 +115,12 @@ class TraceAggregates(_Memo):
             base = specialization.specialization_permutation_baseline(
                 self._experts, tok, E, n_permutations=N_PERMUTATIONS
             )
-            return cells, base.max_ratio, specialization.mi_summary(self._experts, tok, E)
+            return cells, base.max_ratio, specialization.mi_summary(self._experts, tok, E, n_shuffles=MI_SHUFFLES)
 
         return self._keep("spec", compute)
+
+    def projection_trace(self) -> RoutingTrace:
+        return self.trace
 
     def top_tokens(self, layer: int, n: int = 8) -> pd.DataFrame:
         return self._keep(("top", layer, n), lambda: tables.top_tokens_table(self.trace.tokens, self.trace.routing,
@@ -120,9 +130,11 @@ class TraceAggregates(_Memo):
 class DatasetAggregates(_Memo):
     """Aggregates of every token of a routing dataset at one step, counted by DuckDB."""
 
-    def __init__(self, queries: DatasetQueries, step: int | None):
+    def __init__(
+        self, queries: DatasetQueries, step: int | None, sample: Callable[[], RoutingTrace | None] | None = None
+    ):
         super().__init__()
-        self.q, self.step = queries, step
+        self.q, self.step, self._sample = queries, step, sample  # sample: builds the stored sample's trace
         self.n_layers, self.n_experts, self.top_k = queries.n_layers, queries.n_experts, queries.top_k
         self.n_tokens = queries.n_tokens(step)
         self.n_docs = sum(int(s["docs"]) for s in queries.manifest["shards"])
@@ -140,27 +152,35 @@ class DatasetAggregates(_Memo):
         return self._keep("flow", lambda: self.q.cross_layer_flow(self.step))
 
     def specialization(self):
-        """Cells and MI (plug-in bits) of every token; the permutation baseline per document when the
-        documents' counts are small enough (else NaN). The MI shuffle baselines need the tokens themselves:
-        NaN here."""
+        """Cells and MI (plug-in bits) of every token, with their baselines: label permutations across documents
+        (the specialization ratios and I(expert; domain), from per-document counts: NaN when there are too many
+        documents for dense counts; the seeds and numbers of permutations of `TraceAggregates`) and the expected MI
+        under token-id shuffles (I(expert; token id), exact, from the id counts and the loads)."""
 
         def compute():
             try:
                 cells = self.q.domain_specialization(self.step)
             except ValueError:  # no labels
                 return None
+            mi = self.q.mutual_information(self.step)
             try:
-                base = specialization.permutation_baseline_of(
-                    self.q.labelled_docs(self.step), self.n_experts, n_permutations=N_PERMUTATIONS
-                ).max_ratio
+                docs = self.q.labelled_docs(self.step)
             except ValueError:  # too many documents for dense per-document counts
+                docs = None
+            if docs is not None:
+                base = specialization.permutation_baseline_of(docs, self.n_experts, n_permutations=N_PERMUTATIONS)
+                base = base.max_ratio
+                mi["mi_domain_baseline"] = mi_counts.mi_label_shuffles_of(docs, self.n_experts, MI_SHUFFLES).mean(0)
+            else:
                 per_layer = cells.groupby("layer")["ratio"].max()
                 base = pd.DataFrame({"layer": per_layer.index, "max_ratio": per_layer.to_numpy()})
                 for col in ("perm_mean", "perm_lo", "perm_hi", "p_value"):
                     base[col] = np.nan
-            mi = self.q.mutual_information(self.step)
-            mi["mi_domain_baseline"] = np.nan
-            mi["mi_token_baseline"] = np.nan
+                mi["mi_domain_baseline"] = np.nan
+            n_X, load = self.q.token_id_counts(), self.load()
+            mi["mi_token_baseline"] = [
+                mi_counts.mi_token_shuffle_expectation(n_X, load[l], self.top_k) for l in range(self.n_layers)
+            ]  # exact: what the in-memory 10 shuffles estimate
             return cells, base, mi[["layer", "mi_domain_bits", "mi_domain_baseline", "mi_token_bits",
                                     "mi_token_baseline"]]  # fmt: skip
 
@@ -178,3 +198,6 @@ class DatasetAggregates(_Memo):
             return pd.DataFrame(rows, columns=["expert", "tokens", "top tokens"])
 
         return self._keep(("top", layer, n), compute)
+
+    def projection_trace(self) -> RoutingTrace | None:
+        return self._keep("sample", self._sample) if self._sample is not None else None

@@ -60,6 +60,8 @@ class Capabilities:
     router_biases: Capability  # the balancing bias of every router
     # interventions on the model: expert ablation, the expert logit lens, what-if routing (`causal_model`)
     causal: Capability = Capability(False, "this model source cannot intervene on its model's routing")
+    # stored documents too many for one trace, read a page at a time: `n_pages()`, `stored_trace(step, page)`
+    pages: Capability = Capability(False, "this model source keeps no pages of stored documents")
 
 
 @dataclass(frozen=True)

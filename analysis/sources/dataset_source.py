@@ -2,9 +2,9 @@
 
 It has no model: new text cannot be routed (`capabilities.route_text` says why). Its steps are the manifest's.
 Whole-corpus views come from DuckDB aggregates (`aggregates(step)`, `saturation()`), never from a trace of every
-token; `stored_trace(step)` is a bounded page of documents (the first ones of the stream, up to `page_tokens`
-tokens) with the stored router inputs of its sampled tokens, for the token-level views and projections, and
-its documents are the `eval_docs()`.
+token; `stored_trace(step, page)` is a bounded page of documents (consecutive ones of the stream, up to
+`page_tokens` tokens; `n_pages()` of them) for the token-level views, and the first page's documents are the
+`eval_docs()`. Projections take the whole stored sample (`sample_trace`, through `aggregates(step)`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ class DatasetSource:
 
     kind = "dataset"
 
-    def __init__(self, path: str | Path, memory_limit: str = "1GB", threads: int = 2, page_tokens: int = PAGE_TOKENS):
+    def __init__(self, path: str | Path, memory_limit: str = "1GB", threads: int = 2, page_tokens: int | None = None):
         self.path = str(Path(path).resolve())
-        self.memory_limit, self.threads, self.page_tokens = memory_limit, int(threads), int(page_tokens)
+        # PAGE_TOKENS read here, not bound as a default: a test can shrink the pages of the sources the app opens
+        self.page_tokens = int(page_tokens or PAGE_TOKENS)
+        self.memory_limit, self.threads = memory_limit, int(threads)
         self._dataset = None
         self._queries = None
         self._aggregates: dict = {}
@@ -79,6 +81,7 @@ class DatasetSource:
             eval_docs=YES,
             router_biases=Capability(False, NO_BIASES),
             causal=Capability(False, NO_MODEL),
+            pages=YES,
         )
 
     def card(self) -> ModelCard:
@@ -128,12 +131,21 @@ class DatasetSource:
         step: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ):
-        """`docs` cut out of the page of stored documents (matched by text); ValueError for any other text."""
-        page = self.stored_trace(step)
-        by_text = {text: doc_id for doc_id, text in page.texts.items()}
-        if not docs or any(text not in by_text for _, _, text in docs):
+        """`docs` cut out of the page of stored documents that holds them (matched by text: the Token routing
+        page routes a page's documents at another step this way); ValueError for any other text."""
+        texts = [text for _, _, text in docs]
+        found = self.queries.query(
+            f"SELECT doc_index FROM {self.queries.scan('docs')} WHERE list_contains($texts, text)", {"texts": texts}
+        )["doc_index"].to_numpy(np.int64)
+        doc_index, page_of = self._page_table()
+        pages = set(page_of[np.isin(doc_index, found)].tolist())
+        if not docs or len(pages) != 1:  # a text not stored, or documents of several pages
             raise ValueError(NO_MODEL)
-        return page.select_docs([by_text[text] for _, _, text in docs])
+        page = self.stored_trace(step, page=pages.pop())
+        by_text = {text: doc_id for doc_id, text in page.texts.items()}
+        if any(text not in by_text for text in texts):
+            raise ValueError(NO_MODEL)
+        return page.select_docs([by_text[text] for text in texts])
 
     def router_biases(self, step: int | None) -> np.ndarray:
         meta = self.dataset.meta
@@ -150,16 +162,32 @@ class DatasetSource:
 
     # --- documents ----------------------------------------------------------------------------------------
 
+    def _page_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(doc_index, page) of every document, in stream order; read once (one small row per document)."""
+        with self._lock:
+            if "page_of" not in self._pages:
+                docs = self.queries.query(
+                    f"SELECT doc_index, n_tokens FROM {self.queries.scan('docs')} ORDER BY doc_index"
+                )
+                page_of = np.zeros(len(docs), np.int64)
+                page, filled = 0, 0
+                for i, n in enumerate(docs["n_tokens"].tolist()):  # greedy: one pass, ~0.1 s per 100k documents
+                    if filled and filled + n > self.page_tokens:  # full: the next page (none is left empty)
+                        page, filled = page + 1, 0
+                    page_of[i], filled = page, filled + n
+                self._pages["page_of"] = (docs["doc_index"].to_numpy(np.int64), page_of)
+            return self._pages["page_of"]
+
+    def n_pages(self) -> int:
+        """How many pages of documents `stored_trace(step, page)` has (0 for an empty dataset)."""
+        page_of = self._page_table()[1]
+        return int(page_of[-1]) + 1 if len(page_of) else 0
+
     def page_docs(self, page: int = 0) -> np.ndarray:
         """doc_index of the documents of page `page`: consecutive documents of the stream holding at most
-        `page_tokens` tokens (at least one document)."""
-        docs = self.queries.query(
-            f"SELECT doc_index, n_tokens FROM {self.queries.scan('docs')} ORDER BY doc_index"
-        )  # a few columns of one row per document: small next to the routing
-        ends = np.cumsum(docs["n_tokens"].to_numpy(np.int64))
-        starts = ends - docs["n_tokens"].to_numpy(np.int64)
-        page_of = starts // max(self.page_tokens, 1)  # a document starts in exactly one page
-        return docs["doc_index"].to_numpy(np.int64)[page_of == page]
+        `page_tokens` tokens together (a longer document has a page of its own); empty past the last page."""
+        doc_index, page_of = self._page_table()
+        return doc_index[page_of == page]
 
     def stored_trace(self, step: int | None, page: int = 0):
         """The trace of page `page` of the documents at `step` (None when the page is empty)."""
@@ -168,9 +196,56 @@ class DatasetSource:
             if key not in self._pages:
                 wanted = self.page_docs(page)
                 self._pages[key] = self.dataset.to_trace(wanted.tolist(), key[0]) if len(wanted) else None
-                while len(self._pages) > 4:  # a page is tens of MB at most: keep a few
-                    self._pages.pop(next(iter(self._pages)))
+                traces = [k for k in self._pages if k != "page_of"]
+                if len(traces) > 4:  # a page is tens of MB at most: keep a few
+                    self._pages.pop(traces[0])
             return self._pages[key]
+
+    def sample_trace(self, step: int | None):
+        """A trace of the dataset's stored stratified sample at `step` (`Dataset.sample`: router inputs of up to
+        the manifest's `max_hidden` tokens per label, drawn from every shard): only the sampled tokens, with
+        their routing, labels and their documents' texts (for hovers and context); None without a sample.
+        What Router geometry projects: the whole dataset's sample, not the part inside one page."""
+        from analysis.trace import build_trace
+
+        key = self._step(step)
+        sample = self.dataset.sample(key)
+        if not len(sample["doc_index"]):
+            return None
+        order = np.lexsort((sample["position"], sample["doc_index"]))  # stream order: sorted token rows
+        doc_index, position = sample["doc_index"][order], sample["position"][order]
+        rows = self.queries.token_rows(key, doc_index, position)
+        tok, routing, token_layer = rows["tokens"], rows["routing"], rows["token_layer"]
+        M, meta = len(order), self.dataset.meta
+        L, K = int(meta["n_layers"]), int(meta["top_k"])
+        if len(tok) != M or len(routing) != M * L * K or len(token_layer) != M * L:
+            raise ValueError(f"{self.path}: the stored sample at step {key} names tokens the dataset lacks")
+        docs = self.dataset.read("docs", columns=["doc_index", "doc_id", "text"], doc_index=doc_index).to_pandas()
+        ids = docs["doc_id"].astype(str)
+        if not ids.is_unique:  # as `Dataset.to_trace`: the documents' own ids when distinct
+            ids = docs["doc_index"].astype(str)
+        name_of = dict(zip(docs["doc_index"], ids))
+        by_token = {c: routing[c].to_numpy().reshape(M, L, K) for c in ("expert", "weight", "score", "biased_score")}
+        columns = {c: tok[c].to_numpy() for c in ("token_id", "token_text", "char_start", "char_end", "label")}
+        return build_trace(
+            tokens={**columns, "position": position, "doc_id": [name_of[d] for d in doc_index]},
+            experts=by_token["expert"],
+            weights=by_token["weight"],
+            scores_k=by_token["score"],
+            biased_k=by_token["biased_score"],
+            flips=routing["bias_flip"].to_numpy().reshape(M, L, K),
+            shared_share=token_layer["shared_share"].to_numpy().reshape(M, L),
+            entropy=token_layer["entropy"].to_numpy().reshape(M, L),
+            meta={
+                **meta,
+                "step": key,
+                "run": self.name,
+                "sample": int(self.dataset.manifest["sample"].get("max_hidden", M)),
+            },
+            texts=dict(zip(ids, docs["text"])),
+            hidden=sample["hidden"][order],
+            hidden_rows=np.arange(M),
+        )
 
     def eval_docs(self) -> list[DocTuple]:
         page = self.stored_trace(self.default_step())
@@ -188,7 +263,7 @@ class DatasetSource:
         key = self._step(step)
         with self._lock:
             if key not in self._aggregates:
-                self._aggregates[key] = DatasetAggregates(self.queries, key)
+                self._aggregates[key] = DatasetAggregates(self.queries, key, sample=lambda: self.sample_trace(key))
             return self._aggregates[key]
 
     def saturation(self) -> pd.DataFrame | None:

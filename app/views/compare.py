@@ -36,6 +36,8 @@ else:
                f"{tables.FINAL_WINDOW} logged steps of the layer mean. Runs whose settings differ only in the seed "
                "are one strategy: mean ± sample standard deviation (ddof = 1) over its n runs.")  # fmt: skip
     downloads.download_csv(table, "run_comparison.csv")
+    if without := [names.get(p, p) for p in compared if not cache.get_source(p).capabilities.history]:
+        st.caption(f"No training history, hence no numbers or curves, for: {', '.join(without)}.")  # e.g. a dataset
     pairs = {names.get(p, p): cache.histories(p) for p in compared}
     hists = {n: h for n, (h, _) in pairs.items() if h is not None}
     vals = {n: e for n, (_, e) in pairs.items() if e is not None and "val_loss" in e}

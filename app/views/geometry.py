@@ -7,20 +7,29 @@ from app import cache, downloads, session
 
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
-source, step = session.require_source()
+source, step = session.require_source(need_model=False)  # a dataset has no model, but a stored sample
 st.title("Router geometry")
 st.caption(
     "Each point is one token's router input (the hidden state the router sees) at the chosen layer, projected "
     "to 2-D, coloured by its top-1 expert (or its domain or token). Pick lasso or box select in the chart toolbar "
     "and drag to list the selected tokens; click a point to open its expert's profile."
 )
-trace = cache.eval_trace(source, step)
+trace = cache.projection_trace(source, step)  # a dataset: its whole stored sample
 if trace is None or trace.hidden is None:
-    with_inputs = ", ".join(str(s) for s in source.model_steps()) or "none"
-    st.info(
-        f"No router inputs were recorded at step {step}; they are recorded at the steps with weights ({with_inputs})."
-    )
+    if source.capabilities.pages:  # a dataset keeps router inputs for its stored sample only
+        st.info(f"This dataset stores no router inputs at step {step} (recorded without a sample), so there is "
+                "nothing to project; it has no model to record them with.")  # fmt: skip
+    elif source.capabilities.route_text:
+        with_inputs = ", ".join(str(s) for s in source.model_steps()) or "none"
+        st.info(f"No router inputs were recorded at step {step}; they are recorded at the steps with weights "
+                f"({with_inputs}).")  # fmt: skip
+    else:
+        st.info(f"No router inputs are stored at step {step}. {source.capabilities.route_text.reason}")
     st.stop()
+if trace.meta.get("sample"):
+    st.caption(f"The dataset's stored stratified sample: {trace.n_tokens:,} router inputs from "
+               f"{len(trace.texts):,} documents of every part of it (at most {trace.meta['sample']:,}, an equal "
+               "share per domain).")  # fmt: skip
 
 c1, c2, c3 = st.columns(3)
 session.layer_param(trace.n_layers, "geo_layer")

@@ -8,21 +8,24 @@ from app import cache, downloads, routing_ui, session, uploads, what_if_panel
 
 config = session.figure_config()  # every figure's camera button saves the sidebar's format
 
-source, step = session.require_source()
+source, step = session.require_source(need_model=False)  # a dataset has no model, but stored documents
 cache.warm_model(source, step)  # in the background: the first route finds the model loaded
 st.title("Token routing")
-st.caption("Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT)
-
-docs = routing_ui.input_docs(source)  # stops with a hint when there is no text
-trace, docs, key = routing_ui.route(source, step, docs)  # cut to the token limit; stops when it cannot
+if source.capabilities.route_text:
+    st.caption(
+        "Which expert does every token go to? Paste text, pick a sample, or upload files. " + uploads.LIMITS_TEXT
+    )
+    docs = routing_ui.input_docs(source)  # stops with a hint when there is no text
+    trace, docs, key = routing_ui.route(source, step, docs)  # cut to the token limit; stops when it cannot
+else:  # a dataset's documents, a page at a time; stops with the reason for a source without them
+    trace, docs, key = routing_ui.stored_page(source, step)
 L, E = trace.n_layers, trace.n_experts
 clicked = routing_ui.take_clicks(key)  # a click selects a token (a grid cell: its layer too) before the widgets
 session.layer_param(L, session.KEY_LAYER)
 layer = st.slider("MoE layer", 0, L - 1, key=session.KEY_LAYER) if L > 1 else 0
 if clicked.get("expert") is not None:  # a legend chip: that expert's profile at this layer, in this session
     st.switch_page(session.page_path("expert"), query_params={"layer": str(layer), "expert": str(clicked["expert"])})
-doc_ids = list(trace.texts)
-doc = st.selectbox("Document", doc_ids, key="tr_doc") if len(doc_ids) > 1 else doc_ids[0]
+doc = routing_ui.choose_document(trace)  # ?doc=
 view = routing_ui.document(trace, doc)
 i = routing_ui.selected_token(len(view.tokens), key)
 routing_ui.coloured_text(view, layer, i)

@@ -16,11 +16,19 @@ LABELS = ("code", "prose", "math")
 
 
 def make_trace(
-    seed: int = 0, routing_seed: int = 0, n_docs: int = 9, L: int = 3, E: int = 6, K: int = 2, step: int | None = 100
+    seed: int = 0,
+    routing_seed: int = 0,
+    n_docs: int = 9,
+    L: int = 3,
+    E: int = 6,
+    K: int = 2,
+    step: int | None = 100,
+    D: int = 0,
 ):
     """A trace of n_docs documents (labels cycling through LABELS, one unlabelled), 8-20 tokens each, whose
     experts lean on the label and the token id (so specialization is not all noise). `seed` draws the tokens,
-    `routing_seed` the routing: two traces of one seed hold the same tokens (two steps of one dataset)."""
+    `routing_seed` the routing: two traces of one seed hold the same tokens (two steps of one dataset). With
+    D > 0, every token has a random D-dim router input per layer (`hidden`), for the stored sample."""
     rng = np.random.default_rng(seed)
     doc_ids, labels, positions, token_ids, texts = [], [], [], [], {}
     for d in range(n_docs):
@@ -69,19 +77,23 @@ def make_trace(
         entropy=rng.random((T, L)).astype(np.float32),
         meta={"n_layers": L, "n_experts": E, "top_k": K, "step": step, "run": "tiny"},
         texts=texts,
+        hidden=rng.standard_normal((T, L, D)).astype(np.float16) if D else None,
+        hidden_rows=np.arange(T) if D else None,
     )
 
 
-def write_dataset(root: Path, traces: dict[int | None, RoutingTrace], shards: int = 2) -> Path:
+def write_dataset(root: Path, traces: dict[int | None, RoutingTrace], shards: int = 2, max_hidden: int = 4) -> Path:
     """Write `traces` (step -> trace of the SAME documents) with the dataset writer, as `shards` shards of
-    documents (doc_index = order of appearance)."""
+    documents (doc_index = order of appearance); the sample keeps up to `max_hidden` router inputs per label."""
     first = next(iter(traces.values()))
     doc_order = list(dict.fromkeys(first.tokens["doc_id"].tolist()))
     index_of = {d: i for i, d in enumerate(doc_order)}
-    writer = DatasetWriter(root, {"name": "tiny", "kind": "run", "path": None}, steps=list(traces))
+    writer = DatasetWriter(
+        root, {"name": "tiny", "kind": "run", "path": None}, steps=list(traces), sample={"max_hidden": max_hidden}
+    )
     for s, part in enumerate(np.array_split(np.arange(len(doc_order)), shards)):
         ids = [doc_order[i] for i in part]
-        builder = ShardBuilder(list(traces), max_hidden=4)
+        builder = ShardBuilder(list(traces), max_hidden=max_hidden)
         sub = first.select_docs(ids)
         builder.add_docs(
             [int(i) for i in part],

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import metrics, specialization, tables
+from analysis import metrics, mi_counts, specialization, tables
 from analysis.dataset import layout
 from analysis.dataset.queries import DatasetQueries, QueryConfig
 from tests.analysis.dataset_fixtures import make_trace, write_dataset
@@ -77,6 +77,53 @@ def test_mutual_information_equals_in_memory(tiny):
     np.testing.assert_allclose(got["mi_domain_bits"], specialization.mi_expert_domain(e, trace.tokens, 6), rtol=1e-9)
     np.testing.assert_allclose(got["mi_token_bits"], specialization.mi_expert_token(e, trace.tokens, 6), rtol=1e-9)
     assert (got["mi_token_bits"] > 0).all()
+
+
+def test_mi_domain_shuffles_equal_in_memory(tiny):
+    """Label permutations across documents from the per-document counts: the in-memory runs, draw for draw."""
+    q, traces = tiny
+    trace = traces[200]
+    e, tok = trace.experts_array(), trace.tokens
+    codes = pd.Series(tok["label"]).map({"code": 0, "math": 1, "prose": 2}).fillna(-1).to_numpy(np.int64)
+    expected = specialization.mi_shuffle_baseline(e, codes, 6, groups=tok["doc_id"].to_numpy(), n_shuffles=7, seed=4)
+    runs = mi_counts.mi_label_shuffles_of(q.labelled_docs(200), 6, n_shuffles=7, seed=4)
+    assert runs.shape == (7, 3) and np.isfinite(runs).all()
+    np.testing.assert_allclose(runs.mean(axis=0), expected["baseline_mean"], rtol=1e-12)
+    assert not np.allclose(runs.mean(axis=0), expected["mi_bits"])  # shuffled, not the observed MI
+
+
+def test_mi_token_shuffle_expectation_is_the_mean_over_every_permutation(monkeypatch):
+    """On 7 tokens, the in-memory MI averaged over all 5,040 orders of the token ids: the exact expectation."""
+    import itertools
+
+    ids = np.array([5, 5, 5, 9, 9, 2, 7])
+    e = np.array([[0, 1], [0, 2], [1, 3], [0, 1], [2, 3], [0, 3], [1, 2]])[:, None, :]  # (T, L=1, K=2)
+    runs = [specialization.mutual_information(e, ids[list(p)], 4)[0] for p in itertools.permutations(range(7))]
+    load = metrics.expert_load(e, 4)[0]
+    got = mi_counts.mi_token_shuffle_expectation(np.unique(ids, return_counts=True)[1], load, 2)
+    assert got == pytest.approx(np.mean(runs), rel=1e-12, abs=1e-15)
+    monkeypatch.setattr(mi_counts, "CHUNK_POINTS", 3)  # the sums in many small steps: the same number
+    assert mi_counts.mi_token_shuffle_expectation(np.unique(ids, return_counts=True)[1], load, 2) == pytest.approx(got)
+    with pytest.raises(ValueError, match="routings"):
+        mi_counts.mi_token_shuffle_expectation(np.array([3, 4]), load[:-1], 2)
+
+
+def test_mi_token_shuffle_expectation_matches_in_memory_shuffles(tiny):
+    """On the dataset: within the standard error of 400 in-memory shuffles of the token ids, at every layer."""
+    q, traces = tiny
+    trace = traces[100]
+    e, ids = trace.experts_array(), trace.tokens["token_id"].to_numpy(np.int64)
+    n_X = q.token_id_counts()
+    np.testing.assert_array_equal(n_X, np.unique(ids, return_counts=True)[1])
+    load = q.load(100)
+    for layer in range(3):
+        got = mi_counts.mi_token_shuffle_expectation(n_X, load[layer], 2)
+        runs = specialization.mi_shuffle_baseline(e[:, [layer]], ids, 6, n_shuffles=400, seed=1)
+        rng = np.random.default_rng(1)
+        ref = [specialization.mutual_information(e[:, [layer]], rng.permutation(ids), 6)[0] for _ in range(400)]
+        assert runs["baseline_mean"][0] == pytest.approx(np.mean(ref))  # the in-memory baseline is this mean
+        assert abs(got - np.mean(ref)) < 4 * np.std(ref) / np.sqrt(400)
+        assert 0 < got < specialization.mi_expert_token(e, trace.tokens, 6)[layer]
 
 
 @pytest.mark.parametrize("top1", [False, True])

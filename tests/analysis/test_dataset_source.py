@@ -69,6 +69,11 @@ def test_aggregates_equal_the_trace_aggregates(tiny):
     pd.testing.assert_frame_equal(base, rbase)
     np.testing.assert_allclose(mi["mi_domain_bits"], rmi["mi_domain_bits"], rtol=1e-9)
     np.testing.assert_allclose(mi["mi_token_bits"], rmi["mi_token_bits"], rtol=1e-9)
+    # shuffle baselines: label permutations draw for draw as in memory; token-id shuffles, their exact mean
+    np.testing.assert_allclose(mi["mi_domain_baseline"], rmi["mi_domain_baseline"], rtol=1e-12)
+    assert np.isfinite(mi["mi_token_baseline"]).all()
+    assert (mi["mi_token_baseline"] > 0).all() and (mi["mi_token_baseline"] < mi["mi_token_bits"]).all()
+    np.testing.assert_allclose(mi["mi_token_baseline"], rmi["mi_token_baseline"], rtol=0.25)  # 10 shuffles there
     top, rtop = agg.top_tokens(1, n=3), ref.top_tokens(1, n=3)
     pd.testing.assert_frame_equal(top[["expert", "tokens"]], rtop[["expert", "tokens"]], check_dtype=False)
     sat = source.saturation()
@@ -83,3 +88,55 @@ def test_discovery_recognises_a_dataset(tiny, tmp_path):
     found = discover_sources(None, [], tmp_path / "runs", datasets=[root, tmp_path])
     assert list(found.items())[0] == ("dataset: tiny", str(root.resolve()))
     assert str(tmp_path) not in found.values()
+
+
+def test_pages_reach_every_document(tiny):
+    root, traces = tiny
+    source = DatasetSource(root, threads=1, page_tokens=40)
+    n = source.n_pages()
+    assert n > 2
+    pages = [source.page_docs(p) for p in range(n)]
+    assert all(len(p) for p in pages) and len(source.page_docs(n)) == 0
+    assert np.concatenate(pages).tolist() == list(range(len(traces[100].texts)))  # each doc once, in order
+    sizes = traces[100].tokens.groupby("doc_id", sort=False).size().to_numpy()
+    for p, docs in enumerate(pages):  # full pages: at most 40 tokens each, and the next document did not fit
+        assert sizes[docs].sum() <= 40 or len(docs) == 1
+        if p + 1 < n:
+            assert sizes[docs].sum() + sizes[pages[p + 1][0]] > 40
+    last = source.stored_trace(100, page=n - 1)
+    assert "doc8" in last.texts  # the last document of the stream
+    expected = traces[100].select_docs(list(last.texts))
+    np.testing.assert_array_equal(last.experts_array(), expected.experts_array())
+    at_200 = source.record([("doc8", "", last.texts["doc8"])], 200)  # a later page's document at another step
+    np.testing.assert_array_equal(at_200.experts_array(), traces[200].select_docs(["doc8"]).experts_array())
+    with pytest.raises(ValueError, match="cannot be routed"):
+        source.record([("a", "", last.texts["doc8"]), ("b", "", source.stored_trace(100).texts["doc0"])], 200)
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """Two steps of 9 documents with router inputs (D=8); the stored sample: up to 12, an equal share per label."""
+    traces = {s: make_trace(seed=3, routing_seed=s, step=s, D=8) for s in (100, 200)}
+    return write_dataset(tmp_path_factory.mktemp("sampled") / "tiny", traces, max_hidden=12), traces
+
+
+def test_projection_takes_the_whole_stored_sample(sampled):
+    from analysis.projections import project
+
+    root, traces = sampled
+    source = DatasetSource(root, threads=1, page_tokens=40)
+    first_page = set(source.stored_trace(200).texts)
+    trace = source.aggregates(200).projection_trace()
+    stored = source.dataset.sample(200)
+    assert trace.n_tokens == len(stored["doc_index"]) == len(trace.hidden_rows)
+    assert set(trace.texts) - first_page, "the sample reaches beyond the first page"
+    full = traces[200]
+    key = full.tokens.reset_index().set_index(["doc_id", "position"])["token_row"]
+    rows = key.loc[list(zip(trace.tokens["doc_id"], trace.tokens["position"]))].to_numpy()
+    np.testing.assert_array_equal(trace.hidden, full.hidden[rows])  # float16 stored as recorded
+    np.testing.assert_array_equal(trace.experts_array(), full.experts_array()[rows])
+    np.testing.assert_array_equal(trace.tokens["token_text"], full.tokens["token_text"].to_numpy()[rows])
+    np.testing.assert_array_equal(trace.tokens["label"], full.tokens["label"].to_numpy()[rows])
+    proj = project(trace, 1, "pca")
+    assert len(proj.coords) == trace.n_tokens and set(proj.coords["doc_id"]) - first_page
+    assert source.aggregates(100).projection_trace().meta["step"] == 100

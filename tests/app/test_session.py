@@ -45,13 +45,14 @@ def test_url_round_trip():
     """Each shared value -> its URL text (format_param, what url_param writes) -> back (parse_param, what a
     link restores), with the page's own rules; unusable link values restore nothing."""
     state = {"run": "default (shipped)", "step": 500, "layer": 2, "expert": 13, "token": 0, "sample": "eval: x #1",
-             "compare": 250}  # fmt: skip
+             "compare": 250, "page": 7, "doc": "doc 8"}  # fmt: skip
     valid = {"run": {"choices": ["tiny", "default (shipped)"]}, "step": {"choices": [250, 500]}, "layer": {"hi": 3},
              "expert": {"hi": 15}, "token": {"hi": 9}, "sample": {"choices": ["eval: x #1"]},
-             "compare": {"choices": ["off", 250]}}  # fmt: skip
+             "compare": {"choices": ["off", 250]}, "page": {"lo": 1, "hi": 9},
+             "doc": {"choices": ["doc 7", "doc 8"]}}  # fmt: skip
     query = {name: session.format_param(value) for name, value in state.items()}
     assert query == {"run": "default (shipped)", "step": "500", "layer": "2", "expert": "13", "token": "0",
-                     "sample": "eval: x #1", "compare": "250"}  # fmt: skip
+                     "sample": "eval: x #1", "compare": "250", "page": "7", "doc": "doc 8"}  # fmt: skip
     assert {name: session.parse_param(query[name], **valid[name]) for name in state} == state
     assert session.parse_param("x", **valid["layer"]) is None and session.parse_param("999", **valid["step"]) is None
     assert set(state) == set(session.URL_NAMES)  # every shared name is covered
