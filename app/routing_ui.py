@@ -116,7 +116,16 @@ def choose_document(trace: RoutingTrace) -> str:
     if len(doc_ids) == 1:
         return doc_ids[0]
     session.url_param(DOC, "doc", choices=doc_ids)
-    return st.selectbox("Document", doc_ids, key=DOC, help=f"{len(doc_ids):,} documents")
+    labels = trace.tokens.groupby("doc_id", sort=False)["label"].first().astype(str).to_dict()
+    return st.selectbox("Document", doc_ids, key=DOC, help=f"{len(doc_ids):,} documents",
+                        format_func=lambda d: document_name(d, labels.get(d, ""), trace.texts[d]))  # fmt: skip
+
+
+def document_name(doc_id: str, label: str, text: str, chars: int = 48) -> str:
+    """'3 · prose · The quick brown fox…': what a document select shows (plain text: options are not markup)."""
+    start = " ".join(text.split())
+    start = start if len(start) <= chars else start[: chars - 1] + "…"
+    return " · ".join(part for part in (str(doc_id), label, start) if part)
 
 
 def _pick(key: str) -> None:

@@ -63,3 +63,11 @@ def test_compare_an_eval_document_with_an_earlier_step(shipped_env, entry):  # n
     at.selectbox(key=routing_ui.COMPARE).set_value(250).run()
     assert not at.exception and not at.error
     assert any("Cannot route this text at step 250" in i.value for i in at.info)
+
+
+def test_document_name_shows_label_and_start():
+    document_name = routing_ui.document_name
+    assert document_name("3", "prose", "The quick\n brown fox") == "3 · prose · The quick brown fox"
+    long = document_name("7", "", "word " * 40, chars=12)
+    assert long == "7 · word word w…" and len(long.split(" · ")[1]) == 12
+    assert document_name("a", "code", "<b>x</b>") == "a · code · <b>x</b>"  # plain text: shown, not rendered
