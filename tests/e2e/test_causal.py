@@ -35,7 +35,8 @@ def test_causal_page_sweep_scatter_and_expert_profile(server, tmp_path):
         settle(page, timeout=120_000)
         no_exception(page)
         page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
-        assert page.get_by_text("(layer, expert) pairs, the domain the expert is most specialised in").count() == 1
+        agreement = "can: one per (layer, domain)), the domain the expert is most specialised in"
+        assert page.get_by_text(agreement).count() == 1
         assert page.get_by_role("button", name="Download every ablation (CSV)").count() == 1
         page.screenshot(path=str(tmp_path / "causal.png"), full_page=True)
 
