@@ -200,7 +200,7 @@ def record_dataset(
         log(f"{out}: resuming: {len(finished)} finished shard(s) ({kept:,} tokens) kept")
 
     kept_before = sum(finished[layout.shard_id(worker, i)]["tokens"] for i in range(start_index))
-    bar = _Progress(progress, total_bytes(files), out.name, kept_before)
+    bar = RecordProgress(progress, total_bytes(files), out.name, kept_before)
     written = tokens_written = 0
     skipped = start_index  # the unbroken run of finished shards, not read again
     try:
@@ -211,6 +211,7 @@ def record_dataset(
                 skipped += shard_name in finished
                 bar.advance(shard, counted=False)
                 continue
+            bar.planned(shard)  # its documents are tokenized: a better total before the first batch
             data, meta = record_shard(source, shard, steps, config, bar.update)
             writer.write_shard(shard_name, data, meta)
             if n_workers == 1:
@@ -229,7 +230,7 @@ def record_dataset(
     return RecordResult(out, status, written, skipped, tokens_written, manifest)
 
 
-class _Progress:
+class RecordProgress:
     """tqdm bar in tokens; the total is estimated from the input bytes at the tokens per byte seen so far."""
 
     def __init__(self, enabled: bool, input_bytes: int, name: str, initial: int = 0):
@@ -253,17 +254,28 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(tokens)
 
+    def planned(self, shard: PlannedShard) -> None:
+        """A shard about to be recorded is tokenized: its tokens per byte refine the estimated total."""
+        self.bytes_seen += sum(d.nbytes for d in shard.docs)
+        self.tokens_seen += sum(shard.tokens)
+        self._estimate()
+
     def advance(self, shard: PlannedShard, counted: bool) -> None:
-        """A shard is done (counted: recorded now, its batches already shown; else kept from before)."""
+        """A shard is done (counted: recorded now, its batches already shown and `planned`; else kept from
+        before)."""
         nbytes, ntokens = sum(d.nbytes for d in shard.docs), sum(shard.tokens)
         self.bytes_done += nbytes
-        self.bytes_seen += nbytes
-        self.tokens_seen += ntokens
-        if self.bar is None:
+        if not counted:
+            self.bytes_seen += nbytes
+            self.tokens_seen += ntokens
+            if self.bar is not None:  # move the bar without counting the shard in the speed
+                self.bar.n += ntokens
+        self._estimate()
+
+    def _estimate(self) -> None:
+        if self.bar is None or not self.bytes_seen:
             return
-        if not counted:  # move the bar without counting the shard in the speed
-            self.bar.n += ntokens
-        rate = self.tokens_seen / max(1, self.bytes_seen)
+        rate = self.tokens_seen / self.bytes_seen
         self.bar.total = int(self.bar.n + max(0, self.input_bytes - self.bytes_done) * rate)
         self.bar.refresh()
 

@@ -213,3 +213,20 @@ def test_ctrl_c_keeps_finished_shards_listed(run_dir, tmp_path, one_thread):
     assert 1 <= len(ds.shards) < 12 and not ds.complete
     result = record_dataset(source, [corpus], tmp_path / "ds", config, resume=True)
     assert result.shards_skipped == len(ds.shards) and open_dataset(tmp_path / "ds").complete
+
+
+def test_progress_total_follows_the_tokens_per_byte_of_the_planned_shard():
+    """The bar's total is re-estimated as soon as a shard is tokenized, not only after it is recorded: on a
+    single-shard corpus at 2 bytes a token the total is right before the first batch (the first guess is 4)."""
+    from analysis.dataset.inputs import InputDoc
+    from analysis.dataset.record import PlannedShard, RecordProgress
+
+    bar = RecordProgress(True, input_bytes=1000, name="t")
+    assert bar.bar.total == 250  # 4 bytes a token, the first guess
+    shard = PlannedShard(0, [InputDoc(0, "0", "", "x" * 600, 600), InputDoc(1, "1", "", "y" * 400, 400)], [300, 200])
+    bar.planned(shard)
+    assert bar.bar.total == 500
+    bar.update(500)
+    bar.advance(shard, counted=True)
+    assert bar.bar.n == bar.bar.total == 500
+    bar.close()
