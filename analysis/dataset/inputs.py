@@ -7,7 +7,8 @@ resume and several workers rely on).
 
 - text file (any other suffix): cut into documents of ~3000 characters at paragraph or line boundaries
   (`moe_core.corpus.split_text`); label: the file's stem, or for a file inside a given folder the folder's
-  name (the first subfolder's when deeper), as `docs_from_paths`; binary or non-UTF-8 files are skipped.
+  name (the first subfolder's when deeper), as `docs_from_paths`; doc_id: the file's path below the given
+  folder (or its name), `PATH#n` for its n-th document when cut; binary or non-UTF-8 files are skipped.
 - .jsonl: one JSON object per line with "text" (optional "label", "doc_id"); blank lines skipped.
 - .parquet: columns `text` (optional `label`, `doc_id`), read in record batches.
 A document whose text is empty or only whitespace is skipped (it has no tokens). Bad input is a one-line
@@ -37,6 +38,7 @@ class InputFile:
     path: Path
     kind: str  # "text" | "jsonl" | "parquet"
     label: str  # text files: their label; JSONL/Parquet rows without a label get ""
+    name: str = ""  # text files: the doc_id of their documents (the path below the given folder, or the file name)
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,13 @@ def list_inputs(paths: list[str | os.PathLike]) -> list[InputFile]:
     found: list[InputFile] = []
     for given in map(Path, paths):
         if given.is_file():
-            found.append(InputFile(given, _kind(given), given.stem))
+            found.append(InputFile(given, _kind(given), given.stem, given.name))
         elif given.is_dir():
             name = given.resolve().name or "docs"
             for path in sorted(given.rglob("*"), key=lambda p: p.relative_to(given).as_posix()):
                 rel = path.relative_to(given).parts
                 if path.is_file() and not any(part.startswith(".") for part in rel):
-                    found.append(InputFile(path, _kind(path), rel[0] if len(rel) > 1 else name))
+                    found.append(InputFile(path, _kind(path), rel[0] if len(rel) > 1 else name, "/".join(rel)))
         else:
             raise ValueError(f"no such file or folder: {given}")
     if not found:
@@ -111,8 +113,10 @@ def _text_docs(f: InputFile) -> Iterator[tuple[str | None, str, str, int]]:
     text = read_text_file(f.path)
     if text is None:
         return  # binary or not UTF-8: skipped, as docs_from_paths does
-    for chunk in split_text(text, *DOC_CHARS):
-        yield None, f.label, chunk, len(chunk.encode("utf-8", "surrogatepass"))
+    chunks = split_text(text, *DOC_CHARS)
+    for i, chunk in enumerate(chunks, start=1):
+        doc_id = (f.name if len(chunks) == 1 else f"{f.name}#{i}") or None  # a long file: several documents
+        yield doc_id, f.label, chunk, len(chunk.encode("utf-8", "surrogatepass"))
 
 
 def _jsonl_docs(f: InputFile) -> Iterator[tuple[str | None, str, str, int]]:

@@ -72,8 +72,8 @@ def test_inputs_stream_in_a_fixed_order(tmp_path):
     files = list_inputs([tmp_path / "folder", tmp_path / "c.jsonl", tmp_path / "d.parquet"])
     docs = list(iter_docs(files))
     assert [(d.doc_index, d.doc_id, d.label, d.text) for d in docs] == [
-        (0, "0", "poems", "roses are red\n\nviolets are blue"),
-        (1, "1", "folder", "# notes"),
+        (0, "poems/a.txt", "poems", "roses are red\n\nviolets are blue"),
+        (1, "top.md", "folder", "# notes"),
         (2, "7", "x", "first"),
         (3, "3", "", "third"),
         (4, "4", "L", "p0"),
@@ -230,3 +230,18 @@ def test_progress_total_follows_the_tokens_per_byte_of_the_planned_shard():
     bar.advance(shard, counted=True)
     assert bar.bar.n == bar.bar.total == 500
     bar.close()
+
+
+def test_text_files_name_their_documents(tmp_path):
+    """A text file's documents are named by its path below the given folder (#n when it is cut in several)."""
+    from analysis.dataset.inputs import iter_docs, list_inputs
+
+    (tmp_path / "corpus" / "legal").mkdir(parents=True)
+    (tmp_path / "corpus" / "legal" / "a.txt").write_text("short text")
+    (tmp_path / "corpus" / "long.md").write_text("\n\n".join(["paragraph " * 150] * 4))
+    (tmp_path / "one.txt").write_text("alone")
+    docs = list(iter_docs(list_inputs([tmp_path / "corpus", tmp_path / "one.txt"])))
+    ids = [d.doc_id for d in docs]
+    assert ids[0] == "legal/a.txt" and docs[0].label == "legal"
+    assert ids[1:-1] == [f"long.md#{i}" for i in range(1, len(ids) - 1)] and len(ids) > 3
+    assert ids[-1] == "one.txt" and docs[-1].label == "one"

@@ -154,7 +154,7 @@ def test_token_routing_page_escapes_uploads(rel_app_env, entry):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(PAYLOADS[0] in e.value and "binary" in e.value for e in at.error)  # an alert: Markdown, no HTML
-    docs = at.selectbox(key="tr_doc").options
+    docs = [o.split(" · ")[0] for o in at.selectbox(key="tr_doc").options]  # "id · label · first words"
     assert len(docs) == 1 + len(PAYLOADS)
     checked = 0
     for doc in docs[:3]:  # the .txt file and two CSV rows (labels are payloads)
