@@ -75,8 +75,26 @@ TOKEN_LAYER_COLUMNS: dict[str, str] = {
 _ARRAY_NAMES = ("scores", "hidden", "hidden_rows")
 
 
+class MoEShape:
+    """n_layers, n_experts and top_k read from `self.meta` (a trace's, or a routing dataset's manifest meta)."""
+
+    meta: dict[str, Any]
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.meta["n_layers"])
+
+    @property
+    def n_experts(self) -> int:
+        return int(self.meta["n_experts"])
+
+    @property
+    def top_k(self) -> int:
+        return int(self.meta["top_k"])
+
+
 @dataclass
-class RoutingTrace:
+class RoutingTrace(MoEShape):
     """Routing of n tokens through L MoE layers; see the module docstring for the tables."""
 
     tokens: pd.DataFrame  # (n rows) index token_row; TOKEN_COLUMNS
@@ -96,18 +114,6 @@ class RoutingTrace:
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.meta["n_layers"])
-
-    @property
-    def n_experts(self) -> int:
-        return int(self.meta["n_experts"])
-
-    @property
-    def top_k(self) -> int:
-        return int(self.meta["top_k"])
 
     def validate(self) -> None:
         """Raise ValueError unless the tables have the documented columns, dtypes, sizes and order."""

@@ -39,6 +39,7 @@ import pandas as pd
 
 from analysis import metrics, specialization
 from analysis.dataset import layout
+from analysis.trace import MoEShape
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _sql_list(paths: Sequence[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-class DatasetQueries:
+class DatasetQueries(MoEShape):
     """Queries over the routing dataset at `root` (its manifest is read once; call `refresh` after a recording
     adds shards)."""
 
@@ -105,18 +106,6 @@ class DatasetQueries:
         if not meta:
             raise layout.DatasetError(f"{self.root / layout.MANIFEST}: no shard recorded yet (no model meta)")
         return meta
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.meta["n_layers"])
-
-    @property
-    def n_experts(self) -> int:
-        return int(self.meta["n_experts"])
-
-    @property
-    def top_k(self) -> int:
-        return int(self.meta["top_k"])
 
     def steps(self) -> list[int | None]:
         """The recorded steps (None for a source without steps), in manifest order."""
