@@ -17,6 +17,9 @@ from moe_core.paths import default_run_path
 from tests.app.conftest import ROOT, make_tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
+# headless chromium in a container: no sandbox, no GPU, no update or sync traffic
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
@@ -79,3 +82,13 @@ def shipped_server(tmp_path):
     """The app on the shipped run (weights at its last step, eval traces at every checkpoint)."""
     with serve(default_run_path(), tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def browser():
+    """A headless Debian chromium, closed afterwards."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

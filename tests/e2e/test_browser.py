@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.app.conftest import ROOT
-from tests.e2e.conftest import CHROMIUM, settle
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -22,10 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
 def test_paste_text_and_select_points(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"]  # fmt: skip
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server + "/token_routing")  # a first request for a page (not the root) must work too
         settle(page)

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, settle
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 NO_CHROMIUM = "needs Debian chromium: apt-get install chromium"
 
 
 def browser_page(p):
-    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
     return browser, browser.new_page(viewport={"width": 1400, "height": 1000})
 
 

@@ -9,11 +9,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, settle
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, settle
 from tests.e2e.test_shared_links import choose
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs chromium")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 def query(url: str) -> dict[str, str]:
@@ -32,7 +31,7 @@ def compared(page) -> tuple[int, int]:
 def test_compare_with_another_step_side_by_side_and_in_the_link(server):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         first = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = first.new_page()
         page.goto(server + "/token_routing?sample=Math")

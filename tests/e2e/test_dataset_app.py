@@ -7,12 +7,9 @@ import pytest
 
 from moe_core.paths import default_run_path
 from tests.analysis.dataset_fixtures import make_trace, write_dataset
-from tests.e2e.conftest import CHROMIUM, serve, settle
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, serve, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]  # fmt: skip
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install chromium")
@@ -24,7 +21,7 @@ def test_heatmaps_and_expert_profile_of_a_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("MOE_EXPLORER_DATASET", str(root))  # what `app --dataset` sets: the app opens on it
     T = traces[200].n_tokens
     with serve(default_run_path(), tmp_path) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url + "/heatmaps")
         settle(page)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, settle
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 TEXT = "def greet(name):\n    return 'Hello, ' + name\n\nThe quick brown fox jumps over the lazy dog."
 
 
@@ -51,7 +50,7 @@ def after(locator) -> str:
 def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         route_text(page, server)
         tokens = page.locator(".moe-tokens span[data-token]")
@@ -111,7 +110,7 @@ def test_click_token_and_grid_cell_select_token_and_layer(server, tmp_path):
 def test_legend_chip_opens_the_expert_profile_in_the_same_session(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         route_text(page, server)
         page.evaluate("window.__moe_same_page = 1")
