@@ -36,10 +36,8 @@ from app.classroom.content import QUESTIONS  # noqa: E402
 from app.classroom.store import ClassStore, StoreConfig  # noqa: E402
 from app.launch import app_command  # noqa: E402
 from moe_core.paths import default_run_path  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, IDLE  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 TIMEOUT = 600_000  # ms: 30 phones on 2 shared cores are slow, which is not what this measures
 
 
@@ -114,7 +112,7 @@ async def run(args) -> dict:
                 await asyncio.sleep(0.3)
         out = {"rss_idle_mb": memory_kb(server.pid)["VmRSS"] / 1024}
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
             teacher = await (await browser.new_context(viewport={"width": 1280, "height": 720})).new_page()
             await teacher.goto(url + "/class_teacher", timeout=TIMEOUT)
             await teacher.wait_for_selector(IDLE, timeout=TIMEOUT)

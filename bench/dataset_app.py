@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.dataset_queries import synthesize  # noqa: E402
 from bench.page_timings import go  # noqa: E402
 from moe_core.paths import default_run_path  # noqa: E402
-from tests.e2e.conftest import CHROMIUM, serve, settle  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, serve, settle  # noqa: E402
 
 PAGES = {  # page -> what is drawn last
     "heatmaps": "Top-1 expert flow between consecutive layers",
@@ -79,7 +79,7 @@ def main() -> None:
               f"K={args.top_k} (ready in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
         os.environ["MOE_EXPLORER_DATASET"] = str(root)
         with serve(default_run_path(), work) as url, sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             print("| page | first open (cold) | warm reload, median of", args.repeats, "| warm runs |")
             print("|---|---:|---:|---|")
