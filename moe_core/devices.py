@@ -3,6 +3,9 @@ recorder's command line and the Hugging Face loader."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 import torch
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -23,3 +26,14 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         if name == "cuda":
             name = f"cuda:{local_rank}"
     return torch.device(name)
+
+
+def torchrun_ranks(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process as torchrun describes it (RANK, WORLD_SIZE, LOCAL_RANK);
+    (0, 1, 0) without torchrun. KeyError or ValueError for a broken environment."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank = int(env["RANK"])
+    return rank, world, int(env.get("LOCAL_RANK", rank))

@@ -67,15 +67,13 @@ class Workers:
 
 def workers_from_env(environ: Mapping[str, str] | None = None) -> Workers:
     """The workers torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); one worker when WORLD_SIZE is unset."""
-    env = os.environ if environ is None else environ
+    from moe_core.devices import torchrun_ranks  # torch: only once a recording starts
+
     try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return Workers()
-        rank = int(env["RANK"])
-        return Workers(rank=rank, world=world, local_rank=int(env.get("LOCAL_RANK", rank)))
+        rank, world, local_rank = torchrun_ranks(environ)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"bad torchrun environment (RANK / WORLD_SIZE / LOCAL_RANK): {exc}") from None
+    return Workers(rank=rank, world=world, local_rank=local_rank)
 
 
 def barrier(workers: Workers) -> None:

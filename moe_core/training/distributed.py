@@ -5,13 +5,12 @@ Launched by torchrun (env RANK/WORLD_SIZE): gloo on CPU, nccl on CUDA; otherwise
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from moe_core.devices import resolve_device
+from moe_core.devices import resolve_device, torchrun_ranks
 
 
 @dataclass
@@ -31,11 +30,9 @@ class Dist:
 
 def init_distributed(device_type: str) -> Dist:
     """Init the process group when launched under torchrun (env RANK/WORLD_SIZE); else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, local_rank = torchrun_ranks()
     if world <= 1:
         return Dist()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)  # nccl needs each rank on its own GPU before init
     if not dist.is_initialized():
