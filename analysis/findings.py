@@ -174,11 +174,12 @@ def table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
-def span(values, fmt: str = ".2f", unit: str = "") -> str:
-    """'lo–hi' of `values` as formatted (one value when both ends format alike)."""
+def span(values, fmt: str = ".2f", unit: str = "", sep: str = "–") -> str:
+    """'lo–hi' of `values` as formatted (one value when both ends format alike); signed values read better with
+    sep=" to "."""
     v = np.asarray(values, dtype=float)
     lo, hi = format(v.min(), fmt), format(v.max(), fmt)
-    return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
+    return f"{lo}{unit}" if lo == hi else f"{lo}{sep}{hi}{unit}"
 
 
 def pct(values, digits: int = 1) -> str:

@@ -45,7 +45,7 @@ def modes(source: sources.ModelSource, step: int | None) -> tuple[str, ...]:
     return source.causal_model(step).modes
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=60)  # a sweep written while the app runs shows within a minute
 def stored(path: str, step: int | None) -> tuple[pd.DataFrame | None, list[str]]:
     """The sweep tables stored with the model at `step` (`analysis.causal.stored_sweep`) and the errors of
     those that could not be read."""

@@ -85,9 +85,7 @@ def spearman_by_layer(joined: pd.DataFrame) -> pd.DataFrame:
 
 
 def _between(values, fmt: str) -> str:
-    """'+0.0022 to +0.0396' (signed values read badly joined by a dash)."""
-    lo, hi = format(min(values), fmt), format(max(values), fmt)
-    return lo if lo == hi else f"{lo} to {hi}"
+    return findings.span(values, fmt, sep=" to ")  # '+0.0022 to +0.0396': signed values read badly with a dash
 
 
 def sentences(named: pd.DataFrame, top: pd.DataFrame, refs: pd.DataFrame, rho: pd.DataFrame) -> list[str]:
