@@ -104,7 +104,3 @@ NOTES: dict[str, Notes] = {
         10,
     ),
 }
-
-
-def question_for(lesson: str) -> Question | None:
-    return QUESTIONS.get(lesson)
